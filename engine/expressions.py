@@ -1,0 +1,214 @@
+"""The sandboxed Jinja2 environment: evaluate(expr, scope) and render(value, scope).
+
+Expressions (`expect`, `if`, `when`, `until`, `for_each`) are bare Jinja2
+expressions. Template values (`with`, `message`, `prompt`, `idempotency_key`)
+are rendered; a value that is exactly one `{{ expr }}` keeps its native type.
+Undefined names raise; so do blocked attributes and oversized results.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+MAX_RENDERED_CHARS = 1_000_000
+MAX_POWER_EXPONENT = 1000
+
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
+
+
+class ExpressionError(Exception):
+    """An expression or template could not be evaluated; the message says why."""
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, (str, bytes, list, tuple)) else 0
+
+
+def _checked_mul(left: Any, right: Any) -> Any:
+    for seq, count in ((left, right), (right, left)):
+        if isinstance(seq, (str, bytes, list, tuple)) and isinstance(count, int):
+            if _size(seq) * count > MAX_RENDERED_CHARS:
+                raise ExpressionError(f"result would exceed {MAX_RENDERED_CHARS} items")
+    return operator.mul(left, right)
+
+
+def _checked_pow(left: Any, right: Any) -> Any:
+    if isinstance(right, (int, float)) and abs(right) > MAX_POWER_EXPONENT:
+        raise ExpressionError(f"exponent {right} is too large (at most {MAX_POWER_EXPONENT})")
+    if isinstance(left, int) and isinstance(right, int) and left.bit_length() * right > 8 * MAX_RENDERED_CHARS:
+        raise ExpressionError("result of ** would be too large")
+    return operator.pow(left, right)
+
+
+def _checked_add(left: Any, right: Any) -> Any:
+    if _size(left) + _size(right) > MAX_RENDERED_CHARS:
+        raise ExpressionError(f"result would exceed {MAX_RENDERED_CHARS} items")
+    return operator.add(left, right)
+
+
+class RunbookEnvironment(ImmutableSandboxedEnvironment):
+    """Immutable sandbox, strict undefined names, size-capped arithmetic."""
+
+    intercepted_binops = frozenset({"*", "**", "+"})
+    _binops = {"*": _checked_mul, "**": _checked_pow, "+": _checked_add}
+
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        """Arithmetic that refuses results bigger than the render cap."""
+        return self._binops[operator_name](left, right)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@lru_cache(maxsize=1)
+def environment() -> RunbookEnvironment:
+    """The one shared environment."""
+    env = RunbookEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.globals["now"] = _now
+    return env
+
+
+@lru_cache(maxsize=4096)
+def _compiled_expression(expr: str) -> Any:
+    return environment().compile_expression(expr, undefined_to_none=False)
+
+
+@lru_cache(maxsize=4096)
+def _compiled_template(text: str) -> Any:
+    return environment().from_string(text)
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, SecurityError):
+        return f"blocked by the sandbox: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+def evaluate(expr: str, scope: Mapping[str, Any]) -> Any:
+    """The value of a bare expression; ExpressionError if it is invalid, undefined or blocked."""
+    try:
+        value = _compiled_expression(expr)(**scope)
+        if isinstance(value, Undefined):
+            value._fail_with_undefined_error()
+    except ExpressionError:
+        raise
+    except (TemplateError, SecurityError) as exc:
+        raise ExpressionError(f"{_explain(exc)} in `{expr}`") from None
+    except Exception as exc:  # noqa: BLE001 - any error of user code in an expression is a step failure
+        raise ExpressionError(f"{type(exc).__name__}: {exc} in `{expr}`") from None
+    if _size(value) > MAX_RENDERED_CHARS:
+        raise ExpressionError(f"value of `{expr}` exceeds {MAX_RENDERED_CHARS} items")
+    return value
+
+
+def is_template(value: Any) -> bool:
+    """True for a string with Jinja2 markup."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value or "{#" in value)
+
+
+def render(value: Any, scope: Mapping[str, Any]) -> Any:
+    """Render every template string inside `value` (mappings and lists recursively)."""
+    if isinstance(value, str):
+        return _render_string(value, scope) if is_template(value) else value
+    if isinstance(value, Mapping):
+        return {k: render(v, scope) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, scope) for v in value]
+    return value
+
+
+def _render_string(text: str, scope: Mapping[str, Any]) -> Any:
+    single = _SINGLE_EXPRESSION.match(text)
+    if single:
+        return evaluate(single.group("expr").strip(), scope)
+    try:
+        rendered = _bounded_render(_compiled_template(text), scope)
+    except ExpressionError:
+        raise
+    except (TemplateError, SecurityError) as exc:
+        raise ExpressionError(f"{_explain(exc)} in template {text!r}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise ExpressionError(f"{type(exc).__name__}: {exc} in template {text!r}") from None
+    return rendered
+
+
+def _bounded_render(template: Any, scope: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    total = 0
+    for chunk in template.generate(**scope):
+        total += len(chunk)
+        if total > MAX_RENDERED_CHARS:
+            raise ExpressionError(f"rendered template exceeds {MAX_RENDERED_CHARS} characters")
+        parts.append(chunk)
+    return "".join(parts)
+
+
+def template_expressions(value: Any) -> list[str]:
+    """The Jinja2 sources inside a template value, for static checks."""
+    if isinstance(value, str):
+        return [value] if is_template(value) else []
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in template_expressions(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in template_expressions(v)]
+    return []
+
+
+def references(source: str, *, is_expression: bool) -> tuple[set[str], list[tuple[str, ...]]]:
+    """Free names of an expression or template, and the dotted paths it reads (`steps.x.ok`).
+
+    Raises ExpressionError on a syntax error.
+    """
+    from jinja2 import meta
+
+    text = "{{ " + source + " }}" if is_expression else source
+    try:
+        ast = environment().parse(text)
+    except TemplateError as exc:
+        raise ExpressionError(f"syntax error: {exc}") from None
+    free = meta.find_undeclared_variables(ast)
+    paths: list[tuple[str, ...]] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        path = _dotted(node)
+        if path and path[0] in free:
+            paths.append(path)
+    return set(free), paths
+
+
+def _dotted(node: nodes.Node) -> tuple[str, ...] | None:
+    if isinstance(node, nodes.Name):
+        return (node.name,)
+    if isinstance(node, nodes.Getattr):
+        inner = _dotted(node.node)
+        return inner + (node.attr,) if inner else None
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+        inner = _dotted(node.node)
+        return inner + (node.arg.value,) if inner else None
+    return None
+
+
+def read_values(expr: str, scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of the dotted paths an expression reads, for the evidence of a decision."""
+    try:
+        _, paths = references(expr, is_expression=True)
+    except ExpressionError:
+        return {}
+    out: dict[str, Any] = {}
+    for path in sorted(set(paths), key=len, reverse=True):
+        name = ".".join(path)
+        if any(other.startswith(name + ".") for other in out):
+            continue
+        value: Any = scope
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
+        out[name] = value
+    return out

@@ -1,0 +1,205 @@
+"""YAML -> plain values with the position of every node; YAML 1.2 scalar meaning.
+
+PyYAML resolves plain scalars by YAML 1.1 rules (`NO` -> False, `12:30:00`
+-> 45000, `2024-01-01` -> date). The loader composes the node tree with no
+implicit resolvers and resolves plain scalars itself by the YAML 1.2 core
+schema, so `NO` stays the string "NO". Duplicate keys are an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import InvalidRunbook, Problem
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_NODES = 2_000_000
+
+Key = tuple[str | int, ...]
+
+_NULL = {"", "~", "null", "Null", "NULL"}
+_TRUE = {"true", "True", "TRUE"}
+_FALSE = {"false", "False", "FALSE"}
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_OCT = re.compile(r"^0o[0-7]+$")
+_HEX = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_INF = re.compile(r"^[-+]?\.(inf|Inf|INF)$")
+_NAN = re.compile(r"^\.(nan|NaN|NAN)$")
+
+_TAG = "tag:yaml.org,2002:"
+
+
+class _ComposeOnly(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Composes nodes without YAML 1.1 implicit typing (the loader resolves scalars itself)."""
+
+    yaml_implicit_resolvers: dict = {}
+
+
+@dataclass
+class Document:
+    """A loaded YAML file: its data, where each node was, and the file's sha256."""
+
+    path: str
+    data: Any
+    sha256: str
+    text: str
+    positions: dict[Key, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, key: Key) -> tuple[int | None, int | None]:
+        """Line and column (1-based) of the node at `key`, or of its nearest ancestor."""
+        for n in range(len(key), -1, -1):
+            found = self.positions.get(tuple(key[:n]))
+            if found:
+                return found
+        return None, None
+
+    def problem(self, key: Key, message: str, step: str | None = None) -> Problem:
+        """A Problem located at `key`."""
+        line, col = self.where(key)
+        return Problem(self.path, line, col, step, message)
+
+
+def load_file(path: str | Path) -> Document:
+    """Read and parse one YAML file; InvalidRunbook (exit 20) with a located message if it cannot."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InvalidRunbook([Problem(str(p), None, None, None, f"cannot read file: {exc.strerror}")]) from None
+    return load_text(raw, str(p))
+
+
+def load_text(raw: bytes | str, path: str = "<string>") -> Document:
+    """Parse YAML text into a Document; InvalidRunbook on any problem."""
+    data_bytes = raw.encode("utf-8") if isinstance(raw, str) else raw
+    digest = hashlib.sha256(data_bytes).hexdigest()
+    if len(data_bytes) > MAX_FILE_BYTES:
+        raise InvalidRunbook([Problem(path, None, None, None,
+            f"file is {len(data_bytes)} bytes (expected at most {MAX_FILE_BYTES} bytes for a runbook)")])
+    try:
+        text = data_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRunbook([Problem(path, None, None, None, f"not UTF-8 text (byte {exc.start})")]) from None
+    try:
+        node = yaml.compose(text, Loader=_ComposeOnly)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        what = exc.problem or "invalid YAML"
+        if mark and _tab_before(text, mark.line, mark.column):
+            what += " (a tab: YAML must be indented with spaces)"
+        context = f" {exc.context}" if exc.context else ""
+        raise InvalidRunbook([Problem(path, line, col, None, f"YAML syntax error: {what}{context}")]) from None
+    except yaml.YAMLError as exc:
+        raise InvalidRunbook([Problem(path, None, None, None, f"YAML error: {exc}")]) from None
+    doc = Document(path=path, data=None, sha256=digest, text=text)
+    if node is None:
+        return doc
+    builder = _Builder(doc)
+    doc.data = builder.build(node, ())
+    if builder.problems:
+        raise InvalidRunbook(builder.problems)
+    return doc
+
+
+class _Builder:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.problems: list[Problem] = []
+        self.count = 0
+
+    def build(self, node: yaml.Node, key: Key) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise InvalidRunbook([Problem(self.doc.path, node.start_mark.line + 1, node.start_mark.column + 1,
+                None, f"more than {MAX_NODES} YAML nodes (alias expansion?)")])
+        self.doc.positions.setdefault(key, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, key)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(child, key + (i,)) for i, child in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _mapping(self, node: yaml.MappingNode, key: Key) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _TAG + "merge" or (isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and key_node.style is None):
+                self._flag(key_node, "YAML merge keys (<<) are not supported (expected plain keys)")
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._flag(key_node, "mapping keys must be plain scalars")
+                continue
+            name = key_node.value
+            if name in out:
+                self._flag(key_node, f"duplicate key '{name}' (first at line {self.doc.positions.get(key + (name,), ('?',))[0]})")
+                continue
+            self.doc.positions[key + (name,)] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
+            self.doc.positions.setdefault(("__key__",) + key + (name,), (key_node.start_mark.line + 1, key_node.start_mark.column + 1))
+            out[name] = self.build(value_node, key + (name,))
+        return out
+
+    def _flag(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(Problem(self.doc.path, node.start_mark.line + 1, node.start_mark.column + 1, None, message))
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        value, tag = node.value, node.tag
+        if tag == _TAG + "str":
+            return resolve_plain(value) if not node.style else value
+        explicit = {
+            _TAG + "null": lambda v: None,
+            _TAG + "bool": lambda v: _bool(v),
+            _TAG + "int": lambda v: int(v, 0),
+            _TAG + "float": lambda v: float(v),
+        }.get(tag)
+        if explicit is None:
+            self._flag(node, f"unsupported YAML tag {tag} (expected plain values)")
+            return None
+        try:
+            return explicit(value)
+        except ValueError:
+            self._flag(node, f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+            return None
+
+
+def _tab_before(text: str, line: int, column: int) -> bool:
+    lines = text.splitlines()
+    return line < len(lines) and "\t" in lines[line][: column + 1]
+
+
+def _bool(value: str) -> bool:
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+def resolve_plain(value: str) -> Any:
+    """The YAML 1.2 core-schema meaning of a plain scalar."""
+    if value in _NULL:
+        return None
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    if _INT.match(value):
+        return int(value)
+    if _OCT.match(value):
+        return int(value[2:], 8)
+    if _HEX.match(value):
+        return int(value[2:], 16)
+    if _FLOAT.match(value):
+        return float(value)
+    if _INF.match(value):
+        return -math.inf if value.startswith("-") else math.inf
+    if _NAN.match(value):
+        return math.nan
+    return value
