@@ -1,0 +1,103 @@
+"""`sqlite.query` check: one query on a read-only connection (never creates the database)."""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from engine.errors import PluginError
+from engine.plugins import StepContext
+
+DB = {
+    "type": "string",
+    "minLength": 1,
+    "description": "SQLite database file, relative to the workdir.",
+}
+SQL_PARAMS = {
+    "type": ["array", "object"],
+    "description": "Bound parameters: a list for `?`, a mapping for `:name`.",
+}
+BUSY_TIMEOUT_S = 5.0
+
+
+def connect(
+    path: Path, *, readonly: bool, create: bool = False, timeout: float | None = None
+) -> sqlite3.Connection:
+    """Open `path`; read-only uses mode=ro. A missing file is a PluginError unless `create`."""
+    if not create and not path.exists():
+        raise PluginError(f"database not found: {path}")
+    mode = "ro" if readonly else ("rwc" if create else "rw")
+    uri = f"file:{urllib.parse.quote(str(path), safe='/')}?mode={mode}"
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=timeout or BUSY_TIMEOUT_S, isolation_level=None
+        )
+    except sqlite3.Error as e:
+        raise PluginError(f"cannot open database {path}: {e}") from None
+    return conn
+
+
+def sql_error(path: Path, sql: str, error: Exception) -> PluginError:
+    """A one-line PluginError naming the database, the error and the SQL."""
+    one_line = " ".join(sql.split())
+    return PluginError(f"sqlite error in {path}: {error}; SQL: {one_line[:300]}")
+
+
+def jsonable(value: Any) -> Any:
+    """SQLite values as JSON: blobs become hex strings."""
+    return value.hex() if isinstance(value, bytes | bytearray | memoryview) else value
+
+
+class SqliteQuery:
+    """Run one SQL query read-only; rows come back as dicts by column name."""
+
+    name: ClassVar[str] = "sqlite.query"
+    mutates: ClassVar[bool] = False
+    params_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["db", "sql"],
+        "properties": {
+            "db": DB,
+            "sql": {
+                "type": "string",
+                "minLength": 1,
+                "description": "One SQL statement (read-only).",
+            },
+            "params": SQL_PARAMS,
+            "max_rows": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Keep at most this many rows (then `truncated`). Default 1000.",
+            },
+        },
+    }
+
+    def run(self, params: Mapping[str, Any], ctx: StepContext) -> dict[str, Any]:
+        """Result: db, columns, rows, row_count, scalar (first column of first row), truncated."""
+        path = ctx.resolve(params["db"])
+        sql = params["sql"]
+        max_rows = params.get("max_rows", 1000)
+        conn = connect(path, readonly=True, timeout=ctx.timeout_s)
+        try:
+            cur = conn.execute(sql, params.get("params", ()))
+            columns = [d[0] for d in cur.description or ()]
+            raw = cur.fetchmany(max_rows + 1)
+        except (sqlite3.Error, sqlite3.Warning, ValueError) as e:
+            raise sql_error(path, sql, e) from None
+        finally:
+            conn.close()
+        rows = [
+            {c: jsonable(v) for c, v in zip(columns, row, strict=True)} for row in raw[:max_rows]
+        ]
+        return {
+            "db": str(path),
+            "columns": columns,
+            "rows": rows,
+            "row_count": len(rows),
+            "scalar": jsonable(raw[0][0]) if raw and columns else None,
+            "truncated": len(raw) > max_rows,
+        }
