@@ -43,7 +43,7 @@ def _checked_mul(left: Any, right: Any) -> Any:
 def _checked_pow(left: Any, right: Any) -> Any:
     if isinstance(right, (int, float)) and abs(right) > MAX_POWER_EXPONENT:
         raise ExpressionError(f"exponent {right} is too large (at most {MAX_POWER_EXPONENT})")
-    if isinstance(left, int) and isinstance(right, int) and left.bit_length() * right > 8 * MAX_RENDERED_CHARS:
+    if isinstance(left, int) and isinstance(right, int) and left.bit_length() * right > 100_000:
         raise ExpressionError("result of ** would be too large")
     return operator.pow(left, right)
 

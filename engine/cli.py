@@ -1,0 +1,405 @@
+"""`runbook`: argument parsing and one call per command; outcomes become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InvalidRunbook, RunbookError, UsageError
+
+DESCRIPTION = """Declarative runbooks for trading operations.
+
+Run a runbook step by step at a terminal, unattended from an alert, or as a
+dry-run that shows exactly what would happen. Every run leaves a
+tamper-evident evidence bundle under evidence/<run_id>/.
+
+exit codes: 0 SUCCESS, 10 BUSINESS_REJECT, 11 BUSINESS_SKIP, 12 PAUSED,
+20 DATA_INVALID, 30 STATE_CORRUPT, 40 LOCK_TIMEOUT, 50 INTERNAL_ERROR,
+60 ANOMALY_HALT, 2 command-line usage error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = _Parser(prog="runbook", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="runbook.yaml to use (default: ./runbook.yaml or $RUNBOOK_CONFIG)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("list", help="list the runbook library")
+    p.add_argument("--tag", help="only runbooks with this tag")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("show", help="steps, params and source of a runbook")
+    p.add_argument("name")
+
+    p = sub.add_parser("validate", help="schema + graph + plugin params + template names (all of the library by default)")
+    p.add_argument("targets", nargs="*", metavar="PATH|NAME")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+
+    sub.add_parser("schema", help="print the JSON Schema of runbook files (for editors)")
+
+    p = sub.add_parser("graph", help="the step graph as mermaid or dot")
+    p.add_argument("name")
+    p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+
+    p = sub.add_parser("run", help="run a runbook (live, or --dry-run)")
+    p.add_argument("name", metavar="NAME|PATH")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="a param value (repeatable)")
+    p.add_argument("--params-file", metavar="F", help="YAML/JSON file of params (--param wins)")
+    p.add_argument("--dry-run", action="store_true", help="run checks, plan actions, change nothing")
+    p.add_argument("--step", action="store_true", help="operator mode: confirm each step (run/skip/abort/details)")
+    p.add_argument("--no-input", action="store_true", help="never prompt; approvals pause the run (exit 12)")
+    p.add_argument("--operator", help="who runs this (default: $RUNBOOK_OPERATOR or the login name)")
+    p.add_argument("--assume", action="append", default=[], metavar="STEP=ok|fail", help="dry-run: assume a step's verdict")
+    p.add_argument("--force", action="store_true", help="run even if the idempotency key already succeeded")
+    p.add_argument("--force-lock-break", action="store_true", help="break a stale lock (needs --reason)")
+    p.add_argument("--reason", help="why (recorded; required with --force-lock-break)")
+    p.add_argument("--trigger", metavar="JSON", help="the event that started an automated run (JSON)")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("resume", help="continue a paused or interrupted run")
+    p.add_argument("run_id")
+    p.add_argument("--in-doubt", choices=["rerun", "skip", "fail"], help="what to do with a step in doubt")
+    p.add_argument("--accept-changed", action="store_true", help="continue although the runbook file changed")
+    p.add_argument("--no-input", action="store_true")
+    p.add_argument("--operator")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("approve", help="approve (or --deny) a paused run's approval step")
+    p.add_argument("run_id")
+    p.add_argument("step")
+    p.add_argument("--by", required=True, help="who approves")
+    p.add_argument("--note")
+    p.add_argument("--deny", action="store_true")
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--runbook")
+    p.add_argument("--outcome")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("status", help="where a run stands and what it waits for")
+    p.add_argument("run_id")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("evidence", help="verify, show or report an evidence bundle")
+    ev = p.add_subparsers(dest="evidence_command", metavar="ACTION", parser_class=_Parser)
+    for name, text in (("verify", "check the hash chain and every file (exit 30 if anything changed)"),
+                       ("show", "print the events"), ("report", "print or write the report")):
+        q = ev.add_parser(name, help=text)
+        q.add_argument("target", metavar="DIR|RUN_ID")
+        if name == "report":
+            q.add_argument("--format", choices=["md", "html"], default="md")
+            q.add_argument("-o", dest="out", metavar="FILE")
+        if name == "show":
+            q.add_argument("--output", choices=["text", "json"], default="text")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `runbook` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(_dispatch(args) or 0)
+    except InvalidRunbook as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'s' if count != 1 else ''}; nothing was executed", file=sys.stderr)
+        return exc.exit_code
+    except RunbookError as exc:
+        print(f"runbook: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("runbook: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - a bug: one line and a crash log, never a traceback
+        return _crash()
+
+
+def _crash() -> int:
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="runbook-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as handle:
+        traceback.print_exc(file=handle)
+    print(f"runbook: internal error (a bug); details in {path}", file=sys.stderr)
+    return 50
+
+
+def _workspace(args: argparse.Namespace, output: str = "text", interactive: bool = False) -> Any:
+    from engine.config import load_config
+    from engine.console import make_console
+    from engine.session import Workspace
+
+    return Workspace(load_config(args.config), make_console(output, interactive))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    handler = {
+        "list": _list, "show": _show, "validate": _validate, "schema": _schema, "graph": _graph, "run": _run,
+        "resume": _resume, "approve": _approve, "runs": _runs, "status": _status, "evidence": _evidence,
+    }[args.command]
+    return handler(args)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+# -- library -------------------------------------------------------------------
+
+
+def _list(args: argparse.Namespace) -> int:
+    from engine import catalog
+
+    rows = catalog.summaries(_workspace(args).library, args.tag)
+    if args.output == "json":
+        _print_json(rows)
+        return 0
+    for row in rows:
+        tags = f"  [{', '.join(row['tags'])}]" if row["tags"] else ""
+        print(f"{row['name']:<36} {row['title']}{tags}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from engine import catalog
+
+    ws = _workspace(args)
+    print(catalog.describe(ws.load(args.name)))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from engine import catalog
+
+    ws = _workspace(args)
+    checked, problems = catalog.validate_all(ws, args.targets)
+    if args.output == "json":
+        _print_json({"files": checked, "problems": [p.__dict__ for p in problems]})
+    else:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        files_with = len({p.path for p in problems})
+        summary = f"{checked} file{'s' if checked != 1 else ''} checked"
+        print(f"{summary}, {len(problems)} problem{'s' if len(problems) != 1 else ''} in {files_with} file{'s' if files_with != 1 else ''}"
+              if problems else f"{summary}, all valid", file=sys.stderr if problems else sys.stdout)
+    return 20 if problems else 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from engine.schema import runbook_schema
+
+    _print_json(runbook_schema())
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from engine import catalog
+
+    print(catalog.graph(_workspace(args).load(args.name), args.format))
+    return 0
+
+
+# -- running -------------------------------------------------------------------
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    return not args.no_input and args.output != "json" and sys.stdin.isatty()
+
+
+def _parse_assume(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        step, sep, verdict = value.partition("=")
+        if not sep or verdict not in ("ok", "fail"):
+            raise UsageError(f"--assume {value!r}: expected STEP=ok or STEP=fail")
+        out[step] = verdict
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine import signals
+    from engine.params import load_params_file, parse_assignments, resolve_params
+    from engine.session import RunOptions
+
+    if args.force_lock_break and not args.reason:
+        raise UsageError("--force-lock-break needs --reason TEXT (it is recorded as evidence)")
+    assume = _parse_assume(args.assume)
+    if assume and not args.dry_run:
+        raise UsageError("--assume only applies to --dry-run")
+    trigger = None
+    if args.trigger:
+        try:
+            trigger = json.loads(args.trigger)
+        except ValueError as exc:
+            raise UsageError(f"--trigger: not valid JSON ({exc})") from None
+    interactive = _interactive(args)
+    ws = _workspace(args, args.output, interactive)
+    runbook = ws.load(args.name)
+    unknown = sorted(set(assume) - {s.id for s in runbook.steps})
+    if unknown:
+        raise UsageError(f"--assume: no step '{unknown[0]}' in {runbook.name}")
+    file_values = load_params_file(args.params_file) if args.params_file else {}
+    params = resolve_params(runbook, file_values, parse_assignments(args.param))
+    options = RunOptions(mode="dry-run" if args.dry_run else "live", operator=args.operator or "",
+                         interactive=interactive, step_mode=args.step, assume=assume, force=args.force,
+                         force_lock_break=args.force_lock_break, reason=args.reason)
+    signals.install()
+    result = ws.start(runbook, params, options, trigger=trigger)
+    if args.output == "json":
+        _print_json(_result_document(result))
+    return result.exit_code
+
+
+def _result_document(result: Any) -> dict[str, Any]:
+    from engine.evidence import read_events
+
+    doc = result.as_dict()
+    steps = {}
+    for event in read_events(result.evidence_dir / "events.jsonl"):
+        if event["type"] == "step_finished" and event["data"].get("final"):
+            data = event["data"]
+            steps[event["step"]] = {k: data.get(k) for k in ("status", "ok", "error", "attempts", "duration_s", "result")}
+    doc["steps"] = steps
+    return doc
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from engine import signals
+    from engine.session import RunOptions
+
+    interactive = _interactive(args)
+    ws = _workspace(args, args.output, interactive)
+    signals.install()
+    result = ws.resume(args.run_id, RunOptions(operator=args.operator or "", interactive=interactive,
+                                                in_doubt=args.in_doubt, accept_changed=args.accept_changed))
+    if args.output == "json":
+        _print_json(_result_document(result))
+    return result.exit_code
+
+
+def _approve(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    decision = ws.approve(args.run_id, args.step, args.by, args.note, args.deny)
+    print(f"{decision['decision']} step '{args.step}' of run {args.run_id} by {args.by}; "
+          f"continue with: runbook resume {args.run_id}")
+    return 0
+
+
+# -- runs and evidence -----------------------------------------------------------
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from engine.runs import effective_status
+
+    ws = _workspace(args)
+    records = [r for r in ws.store.all() if (not args.runbook or r.runbook == args.runbook)
+               and (not args.outcome or r.outcome == args.outcome)]
+    if args.output == "json":
+        _print_json([{**asdict(r), "status": effective_status(r)} for r in records])
+        return 0
+    for r in records:
+        print(f"{r.run_id:<56} {r.mode:<8} {effective_status(r):<12} {r.outcome or '-':<16} {r.started_at}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from engine.runs import effective_status
+
+    ws = _workspace(args)
+    record = ws.store.load(args.run_id)
+    status = effective_status(record)
+    if args.output == "json":
+        _print_json({**asdict(record), "status": status})
+        return 0
+    print(f"run:       {record.run_id}")
+    print(f"runbook:   {record.runbook} ({record.runbook_path})")
+    print(f"mode:      {record.mode}   operator: {record.operator}")
+    print(f"status:    {status}   outcome: {record.outcome or '-'}")
+    print(f"started:   {record.started_at}   ended: {record.ended_at or '-'}")
+    print(f"evidence:  {record.evidence_dir}")
+    waiting = record.waiting_for
+    if waiting:
+        if waiting.get("type") == "approval":
+            who = f" (approvers: {', '.join(waiting['approvers'])})" if waiting.get("approvers") else ""
+            print(f"waiting:   approval of step '{waiting['step']}': {waiting.get('prompt')}{who}")
+            print(f"           runbook approve {record.run_id} {waiting['step']} --by NAME [--deny]; then runbook resume {record.run_id}")
+        elif waiting.get("type") == "in_doubt":
+            print(f"waiting:   step '{waiting['step']}' is in doubt; runbook resume {record.run_id} --in-doubt rerun|skip|fail")
+        else:
+            print(f"waiting:   {json.dumps(waiting, default=str)}; runbook resume {record.run_id}")
+    elif status == "interrupted":
+        print(f"           the process is gone; continue with: runbook resume {record.run_id}")
+    return 0
+
+
+def _bundle_dir(args: argparse.Namespace, target: str) -> Path:
+    path = Path(target)
+    if path.is_dir():
+        return path
+    ws = _workspace(args)
+    candidate = ws.config.evidence_dir / target
+    if candidate.is_dir():
+        return candidate
+    record = ws.store.load(target)
+    return Path(record.evidence_dir)
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    if not args.evidence_command:
+        raise UsageError("evidence needs an action: verify, show or report")
+    directory = _bundle_dir(args, args.target)
+    if args.evidence_command == "verify":
+        from engine.config import load_config
+        from engine.evidence import verify_bundle
+
+        key = os.environ.get(load_config(args.config).signing_key_env) or None
+        summary = verify_bundle(directory, key)
+        print(f"OK {directory}: {summary['events']} events, {summary['files']} files, chain intact"
+              f"{', signature valid' if summary['signed'] and key else ''}; outcome {summary['outcome']}")
+        return 0
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8")) if (directory / "manifest.json").exists() else {}
+    if args.evidence_command == "show":
+        from engine.evidence import read_events
+
+        events = read_events(directory / "events.jsonl")
+        if args.output == "json":
+            _print_json({"manifest": manifest, "events": events})
+            return 0
+        for event in events:
+            print(f"{event['seq']:>5} {event['ts']} {event['type']:<18} {event.get('step') or '':<24} "
+                  f"{json.dumps(event['data'], default=str, ensure_ascii=False)[:200]}")
+        return 0
+    from engine.report import render_html, render_markdown
+
+    text = render_html(directory, manifest) if args.format == "html" else render_markdown(directory, manifest)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

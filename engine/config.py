@@ -1,0 +1,83 @@
+"""`runbook.yaml`: where runbooks, evidence, state and plugins live. Every key has a default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InvalidRunbook, Problem
+
+DEFAULTS: dict[str, Any] = {
+    "runbook_paths": ["runbooks"],
+    "evidence_dir": "evidence",
+    "state_dir": ".runbook",
+    "kill_switch": "KILL_SWITCH",
+    "plugin_paths": [],
+    "core": {"adapter": "sim"},
+    "signing_key_env": "RUNBOOK_SIGNING_KEY",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved configuration; all paths absolute."""
+
+    base: Path
+    runbook_paths: tuple[Path, ...]
+    evidence_dir: Path
+    state_dir: Path
+    kill_switch: Path
+    plugin_paths: tuple[Path, ...]
+    core: dict[str, Any] = field(default_factory=dict)
+    signing_key_env: str = "RUNBOOK_SIGNING_KEY"
+    source: Path | None = None
+
+
+def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
+    """The configuration from `--config`, `$RUNBOOK_CONFIG`, `./runbook.yaml`, or defaults."""
+    cwd = (cwd or Path.cwd()).resolve()
+    chosen = explicit or os.environ.get("RUNBOOK_CONFIG")
+    path = Path(chosen) if chosen else cwd / "runbook.yaml"
+    if not path.is_absolute():
+        path = cwd / path
+    raw: dict[str, Any] = {}
+    source: Path | None = None
+    if path.exists():
+        from engine.loader import load_file
+
+        doc = load_file(path)
+        if doc.data is not None and not isinstance(doc.data, dict):
+            raise InvalidRunbook([doc.problem((), "expected a mapping of settings")])
+        raw = doc.data or {}
+        unknown = sorted(set(raw) - set(DEFAULTS))
+        if unknown:
+            raise InvalidRunbook([
+                doc.problem((k,), f"unknown setting '{k}' (expected one of: {', '.join(DEFAULTS)})") for k in unknown
+            ])
+        source = path
+    elif chosen:
+        raise InvalidRunbook([Problem(str(path), None, None, None, "config file not found")])
+    base = path.parent if source else cwd
+    merged = {**DEFAULTS, **raw}
+
+    def resolve(value: Any) -> Path:
+        p = Path(os.path.expanduser(str(value)))
+        return p if p.is_absolute() else base / p
+
+    def listing(value: Any) -> tuple[Path, ...]:
+        return tuple(resolve(v) for v in ([value] if isinstance(value, str) else value or []))
+
+    core = {**DEFAULTS["core"], **(merged.get("core") or {})}
+    return Config(
+        base=base,
+        runbook_paths=listing(merged["runbook_paths"]),
+        evidence_dir=resolve(merged["evidence_dir"]),
+        state_dir=resolve(merged["state_dir"]),
+        kill_switch=resolve(merged["kill_switch"]),
+        plugin_paths=listing(merged["plugin_paths"]),
+        core=core,
+        signing_key_env=str(merged["signing_key_env"]),
+        source=source,
+    )

@@ -1,0 +1,566 @@
+"""The state machine: one loop that dispatches to one function per step kind.
+
+Every step goes through `_execute`, which writes `step_started` before the
+step acts and a final `step_finished` after it. The event log is the run's
+write-ahead log: `engine.replay` rebuilds a run from it, so resume, approvals
+and in-doubt handling read the same records the loop writes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import signals
+from engine.errors import PluginError
+from engine.evidence import EventLog
+from engine.expressions import ExpressionError, evaluate, read_values, render
+from engine.model import (
+    ActionStep,
+    ApproveStep,
+    CallStep,
+    CheckStep,
+    DecideStep,
+    EndStep,
+    Outcome,
+    Runbook,
+    Step,
+    WaitStep,
+)
+from engine.plugins import Plan, Registry, StepContext
+from engine.replay import Replayed
+
+MAX_ARTIFACT_CHARS = 10_000_000
+FAILURE_DEFAULTS = {"check": Outcome.BUSINESS_REJECT, "decide": Outcome.BUSINESS_REJECT, "approve": Outcome.BUSINESS_REJECT}
+
+
+class Pause(Exception):
+    """The run stops here and can be resumed (approval, in-doubt step, interruption)."""
+
+    def __init__(self, reason: str, waiting_for: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.waiting_for = waiting_for
+
+
+class Finish(Exception):
+    """The run ends now with this outcome."""
+
+    def __init__(self, outcome: Outcome, message: str = "", step: str | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+        self.step = step
+
+
+@dataclass
+class StepResult:
+    """What one step did: its verdict, result, and where control goes next."""
+
+    status: str  # ok | failed | skipped | planned
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    duration_s: float = 0.0
+    goto: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Planned and skipped steps do not fail routing."""
+        return self.status in ("ok", "planned")
+
+    def view(self) -> dict[str, Any]:
+        """`steps.ID` as templates see it."""
+        return {"status": self.status, "ok": self.status in ("ok", "planned"), "result": self.result,
+                "attempts": self.attempts, "duration_s": round(self.duration_s, 6), "error": self.error}
+
+
+@dataclass
+class Services:
+    """What the interpreter needs from outside: plugins, prompts, kill switch, sub-runbooks."""
+
+    registry: Registry
+    reporter: Any
+    kill_switch: Any  # pathlib.Path
+    settings: Mapping[str, Any]
+    call_runbook: Any  # (step, params, child_run_id) -> (Outcome, run_id, message)
+    resume_child: Any  # (child_run_id) -> (Outcome, run_id, message)
+
+
+class Interpreter:
+    """Runs one runbook from a position, recording everything in its event log."""
+
+    def __init__(self, runbook: Runbook, log: EventLog, services: Services, *, run: dict[str, Any],
+                 params: dict[str, Any], env: dict[str, str], trigger: Any, interactive: bool,
+                 step_mode: bool, assume: dict[str, str], workdir: Any, secrets: tuple[str, ...]) -> None:
+        self.rb = runbook
+        self.log = log
+        self.svc = services
+        self.run = run
+        self.params = params
+        self.env = env
+        self.trigger = trigger
+        self.interactive = interactive
+        self.step_mode = step_mode
+        self.assume = assume
+        self.workdir = workdir
+        self.secrets = secrets
+        self.dry = run["mode"] == "dry-run"
+        self.steps: dict[str, dict[str, Any]] = {}
+        self.rollback_stack: list[str] = []
+        self.approvals: dict[str, dict[str, Any]] = {}
+        self.items_done: dict[str, list[Any]] = {}
+        self.children: dict[str, str] = {}
+        self.halted = False
+
+    # -- scope ---------------------------------------------------------------
+
+    def scope(self, **extra: Any) -> dict[str, Any]:
+        """Names templates and expressions can read (SPEC 2.2)."""
+        return {"params": self.params, "env": self.env, "run": self.run, "steps": self.steps,
+                "trigger": self.trigger, **extra}
+
+    def restore(self, state: Replayed) -> None:
+        """Take over what a replayed event log says has happened."""
+        self.steps = state.steps
+        self.rollback_stack = state.rollback_stack
+        self.approvals = state.approvals
+        self.items_done = state.items_done
+        self.halted = state.halted
+
+    # -- the loop --------------------------------------------------------------
+
+    def run_from(self, position: str | None) -> tuple[Outcome, str]:
+        """Execute from `position` until an end; Pause propagates to the caller."""
+        try:
+            while position is not None:
+                signals.check()
+                step = self.rb.step(position)
+                if isinstance(step, EndStep):
+                    self._record_end(step)
+                    message = self._message(step)
+                    raise Finish(step.outcome, message, step.id)
+                position = self._execute(step)
+            raise Finish(Outcome.SUCCESS, "")
+        except Finish as done:
+            outcome = done.outcome
+            if self.halted and outcome in (Outcome.SUCCESS, Outcome.BUSINESS_REJECT, Outcome.BUSINESS_SKIP):
+                return Outcome.ANOMALY_HALT, f"kill switch engaged ({self.svc.kill_switch}); {done.message}".rstrip("; ")
+            return outcome, done.message
+
+    def _record_end(self, step: EndStep) -> None:
+        self.log.record("step_started", step.id, {"kind": "end"}, sync=False)
+        self.log.record("step_finished", step.id, {"status": "ok", "final": True, "outcome": step.outcome.value,
+                                                   "next": None}, sync=False)
+
+    def _message(self, step: Step) -> str:
+        if not step.message:
+            return ""
+        try:
+            return str(render(step.message, self.scope()))
+        except ExpressionError as exc:
+            return f"(message could not be rendered: {exc})"
+
+    def _execute(self, step: Step) -> str | None:
+        """Run one step through the common path and return the id of the next step."""
+        reporter = self.svc.reporter
+        if step.when is not None:
+            try:
+                go = bool(evaluate(step.when, self.scope()))
+            except ExpressionError as exc:
+                return self._route(step, StepResult("failed", error=f"when: {exc}"))
+            if not go:
+                return self._route(step, StepResult("skipped", extra={"when": step.when}))
+        if self.step_mode and self.interactive:
+            choice = reporter.ask_step(step, self._preview(step))
+            self.log.record("operator_choice", step.id, {"choice": choice})
+            if choice == "skip":
+                return self._route(step, StepResult("skipped", extra={"operator": "skip"}))
+            if choice == "abort":
+                self._run_rollbacks()
+                raise Finish(Outcome.BUSINESS_REJECT, f"aborted by the operator at step '{step.id}'", step.id)
+        reporter.step_started(step)
+        if step.id in self.assume and self.dry:
+            assumed = self.assume[step.id]
+            self.log.record("step_started", step.id, {"kind": step.kind, "assumed": assumed}, sync=False)
+            result = StepResult("planned" if assumed == "ok" else "failed", result={"assumed": assumed},
+                                error=None if assumed == "ok" else "assumed to fail (--assume)")
+        else:
+            handler = {
+                "check": self._plugin_step, "action": self._plugin_step, "decide": self._decide,
+                "approve": self._approve, "wait": self._wait, "call": self._call,
+            }[step.kind]
+            result = handler(step)
+        reporter.step_finished(step, result)
+        return self._route(step, result)
+
+    def _route(self, step: Step, result: StepResult) -> str | None:
+        self.steps[step.id] = result.view()
+        data: dict[str, Any] = {"status": result.status, "ok": result.ok, "result": result.result,
+                                "error": result.error, "attempts": result.attempts,
+                                "duration_s": round(result.duration_s, 6), "final": True, **result.extra}
+        if result.status == "skipped":
+            self.log.record("step_started", step.id, {"kind": step.kind, "skipped": True}, sync=False)
+        if result.ok or result.status == "skipped":
+            nxt = result.goto or step.goto or self.rb.next_of(step)
+            if result.ok and step.rollback and self._mutating(step):
+                self.rollback_stack.append(step.rollback)
+                data["rollback_push"] = step.rollback
+            data["next"] = nxt
+            self.log.record("step_finished", step.id, data)
+            return nxt
+        if step.on_fail:
+            data["next"] = step.on_fail
+            self.log.record("step_finished", step.id, data)
+            return step.on_fail
+        outcome = (Outcome(step.fail) if step.fail else None) or self.rb.default_fail or \
+            FAILURE_DEFAULTS.get(step.kind, Outcome.INTERNAL_ERROR)
+        data["next"] = None
+        data["unhandled"] = outcome.value
+        self.log.record("step_finished", step.id, data)
+        self._run_rollbacks()
+        raise Finish(outcome, f"step '{step.id}' failed: {result.error or 'failed'}", step.id)
+
+    def _mutating(self, step: Step) -> bool:
+        return isinstance(step, ActionStep) or (isinstance(step, CheckStep) and step.mutates)
+
+    # -- rollbacks ---------------------------------------------------------------
+
+    def _run_rollbacks(self) -> None:
+        """Run the rollback steps of completed actions, newest first; failures are recorded, not routed."""
+        while self.rollback_stack:
+            target = self.rollback_stack.pop()
+            step = self.rb.step(target)
+            self.log.record("rollback", target, {"remaining": list(self.rollback_stack)})
+            self.svc.reporter.step_started(step, rollback=True)
+            if isinstance(step, (CheckStep, ActionStep)):
+                result = self._plugin_step(step)
+            else:
+                result = StepResult("failed", error=f"rollback target '{target}' is a {step.kind} step (expected check or action)")
+            self.steps[step.id] = result.view()
+            self.log.record("step_finished", step.id, {"status": result.status, "ok": result.ok, "result": result.result,
+                                                     "error": result.error, "attempts": result.attempts,
+                                                     "final": True, "rollback": True, "next": None})
+            self.svc.reporter.step_finished(step, result)
+
+    # -- check / action ------------------------------------------------------------
+
+    def _plugin_step(self, step: Step) -> StepResult:
+        assert isinstance(step, (CheckStep, ActionStep))
+        kind = "action" if isinstance(step, ActionStep) else "check"
+        plugin = self.svc.registry.get(kind, step.plugin)
+        if step.for_each is None:
+            return self._attempts(step, plugin, None, None)
+        started = time.perf_counter()
+        try:
+            items = evaluate(step.for_each, self.scope())
+        except ExpressionError as exc:
+            return StepResult("failed", error=f"for_each: {exc}")
+        if not isinstance(items, (list, tuple)):
+            return StepResult("failed", error=f"for_each: expected a list, got {type(items).__name__}")
+        results: list[Any] = list(self.items_done.pop(step.id, []))
+        status = "ok"
+        error = None
+        attempts = 0
+        for index in range(len(results), len(items)):
+            one = self._attempts(step, plugin, items[index], index)
+            attempts += one.attempts
+            self.log.record("step_finished", step.id, {"status": one.status, "ok": one.ok, "result": one.result,
+                                                     "error": one.error, "attempts": one.attempts, "item": index,
+                                                     "final": False})
+            results.append(one.result)
+            if not one.ok:
+                status, error = "failed", f"item {index}: {one.error}"
+                break
+            if one.status == "planned":
+                status = "planned"
+        return StepResult(status, result=results, error=error, attempts=attempts,
+                          duration_s=time.perf_counter() - started, extra={"items": len(items)})
+
+    def _attempts(self, step: CheckStep | ActionStep, plugin: Any, item: Any, index: int | None) -> StepResult:
+        total = max(1, step.retry.attempts)
+        started = time.perf_counter()
+        result = StepResult("failed")
+        for attempt in range(1, total + 1):
+            result = self._invoke(step, plugin, item, index, attempt)
+            result.attempts = attempt
+            if result.ok or attempt == total:
+                break
+            self.log.record("step_finished", step.id, {"status": "failed", "ok": False, "error": result.error,
+                                                     "result": result.result, "attempt": attempt, "item": index,
+                                                     "final": False, "retrying": True})
+            with signals.interruptible():
+                time.sleep(step.retry.delay_before(attempt + 1))
+        result.duration_s = time.perf_counter() - started
+        return result
+
+    def _invoke(self, step: CheckStep | ActionStep, plugin: Any, item: Any, index: int | None, attempt: int,
+                *, verify_only: bool = False) -> StepResult:
+        mutating = self._mutating(step)
+        extra = {"item": item} if step.for_each is not None else {}
+        scope = self.scope(**extra)
+        try:
+            params = render(step.with_ or {}, scope)
+            _check_rendered(plugin, step.with_ or {}, params)
+        except ExpressionError as exc:
+            return StepResult("failed", error=f"with: {exc}")
+        ctx = StepContext(run_id=self.run["id"], step_id=step.id, attempt=attempt, mode=self.run["mode"],
+                          workdir=self.workdir, timeout_s=step.timeout_s, item_index=index,
+                          settings=self.svc.settings, secrets=self.secrets)
+        if mutating:
+            self._kill_switch_gate(step)
+        if mutating and self.dry:
+            return self._plan(step, plugin, params, ctx, attempt, index)
+        self.log.record("step_started", step.id, {"kind": step.kind, "plugin": step.plugin, "attempt": attempt,
+                                                "item": index, "mutates": mutating,
+                                                "token": ctx.idempotency_token if mutating else None,
+                                                "params": params if mutating else None}, sync=mutating)
+        begin = time.perf_counter()
+        try:
+            with signals.interruptible():
+                output = dict(plugin.run(params, ctx) or {})
+        except PluginError as exc:
+            partial = exc.result or {}
+            self._keep_artifacts(step, partial)
+            return StepResult("failed", result=partial or None, error=str(exc), duration_s=time.perf_counter() - begin)
+        except Exception as exc:  # noqa: BLE001 - a plugin bug fails its step, never the engine
+            return StepResult("failed", error=f"plugin '{step.plugin}' crashed: {type(exc).__name__}: {exc}",
+                              duration_s=time.perf_counter() - begin)
+        elapsed = time.perf_counter() - begin
+        self._keep_artifacts(step, output)
+        return self._judge(step, output, elapsed, extra)
+
+    def _judge(self, step: Step, output: dict[str, Any], elapsed: float, extra: dict[str, Any]) -> StepResult:
+        if step.expect is None:
+            ok = bool(output.get("ok", True))
+            return StepResult("ok" if ok else "failed", result=output, duration_s=elapsed,
+                              error=None if ok else "the plugin reported ok = false")
+        scope = self.scope(result=output, **extra)
+        try:
+            passed = bool(evaluate(step.expect, scope))
+        except ExpressionError as exc:
+            return StepResult("failed", result=output, error=f"expect: {exc}", duration_s=elapsed)
+        if passed:
+            return StepResult("ok", result=output, duration_s=elapsed)
+        observed = read_values(step.expect, scope)
+        return StepResult("failed", result=output, duration_s=elapsed,
+                          error=f"expect `{step.expect}` was false (observed {_short(observed)})",
+                          extra={"observed": observed})
+
+    def _plan(self, step: Step, plugin: Any, params: dict[str, Any], ctx: StepContext, attempt: int,
+              index: int | None) -> StepResult:
+        self.log.record("step_started", step.id, {"kind": step.kind, "plugin": getattr(step, "plugin", None),
+                                                "attempt": attempt, "item": index, "mutates": True,
+                                                "planned": True}, sync=False)
+        try:
+            plan = plugin.plan(params, ctx) if hasattr(plugin, "plan") else Plan(f"run {step.kind} {getattr(step, 'plugin', '')}", {"params": params})
+        except PluginError as exc:
+            return StepResult("failed", error=f"cannot plan: {exc}")
+        except Exception as exc:  # noqa: BLE001
+            return StepResult("failed", error=f"plugin '{getattr(step, 'plugin', '')}' crashed while planning: {type(exc).__name__}: {exc}")
+        return StepResult("planned", result={"planned": True, "plan": {"summary": plan.summary, **dict(plan.details)}})
+
+    def _keep_artifacts(self, step: Step, output: Mapping[str, Any]) -> None:
+        for name in ("stdout", "stderr"):
+            value = output.get(name)
+            if isinstance(value, str) and value:
+                self.log.artifact(step.id, f"{name}.txt", value[:MAX_ARTIFACT_CHARS])
+        for key in step.evidence:
+            if key in output:
+                import json
+
+                self.log.artifact(step.id, f"{key}.json", json.dumps(output[key], indent=2, default=str, sort_keys=True))
+
+    def _kill_switch_gate(self, step: Step) -> None:
+        path = self.svc.kill_switch
+        if not os.path.exists(path):
+            return
+        try:
+            content = path.read_text(encoding="utf-8", errors="replace")[:10000]
+        except OSError:
+            content = ""
+        if not self.halted:
+            self.halted = True
+            self.log.record("kill_switch", step.id, {"path": str(path), "content": content, "safe_in_halt": step.safe_in_halt})
+        if not step.safe_in_halt:
+            self.log.record("step_finished", step.id, {"status": "failed", "ok": False, "final": True, "next": None,
+                                                     "error": "kill switch engaged", "unhandled": Outcome.ANOMALY_HALT.value})
+            raise Finish(Outcome.ANOMALY_HALT, f"kill switch engaged ({path}): step '{step.id}' not run", step.id)
+
+    # -- decide -------------------------------------------------------------------
+
+    def _decide(self, step: Step) -> StepResult:
+        assert isinstance(step, DecideStep)
+        self.log.record("step_started", step.id, {"kind": "decide"}, sync=False)
+        scope = self.scope()
+        evaluated: list[dict[str, Any]] = []
+        for branch in step.branches:
+            if branch.condition is None:
+                self.log.record("decision", step.id, {"branches": evaluated, "taken": "else", "goto": branch.goto}, sync=False)
+                return StepResult("ok", result={"branch": "else", "goto": branch.goto}, goto=branch.goto)
+            try:
+                value = bool(evaluate(branch.condition, scope))
+            except ExpressionError as exc:
+                evaluated.append({"if": branch.condition, "error": str(exc)})
+                self.log.record("decision", step.id, {"branches": evaluated, "taken": None}, sync=False)
+                return StepResult("failed", error=f"decide: {exc}")
+            evaluated.append({"if": branch.condition, "value": value, "read": read_values(branch.condition, scope)})
+            if value:
+                self.log.record("decision", step.id, {"branches": evaluated, "taken": branch.condition,
+                                                      "goto": branch.goto}, sync=False)
+                return StepResult("ok", result={"branch": branch.condition, "goto": branch.goto}, goto=branch.goto)
+        self.log.record("decision", step.id, {"branches": evaluated, "taken": None}, sync=False)
+        return StepResult("failed", error="no decide branch was true and there is no else")
+
+    # -- approve -------------------------------------------------------------------
+
+    def _approve(self, step: Step) -> StepResult:
+        assert isinstance(step, ApproveStep)
+        try:
+            prompt = str(render(step.prompt, self.scope()))
+        except ExpressionError as exc:
+            return StepResult("failed", error=f"prompt: {exc}")
+        request = {"prompt": prompt, "approvers": list(step.approvers), "four_eyes": step.four_eyes}
+        self.log.record("step_started", step.id, {"kind": "approve", **request}, sync=False)
+        if self.dry:
+            self.log.record("approval", step.id, {"decision": "would ask", **request})
+            return StepResult("planned", result={"would_ask": prompt})
+        decision = self.approvals.pop(step.id, None)
+        if decision is None and self.interactive:
+            decision = self.svc.reporter.ask_approval(step, prompt, self.run["operator"])
+            decision = {**decision, "via": "terminal"}
+            refusal = approval_refusal(step, decision["by"], self.run["operator"])
+            if refusal:
+                self.log.record("approval_refused", step.id, {"by": decision["by"], "reason": refusal})
+                return StepResult("failed", error=f"approval refused: {refusal}")
+            self.log.record("approval", step.id, decision)
+        if decision is None:
+            self.log.record("approval_requested", step.id, request)
+            raise Pause(f"waiting for approval of step '{step.id}'", {"type": "approval", "step": step.id, **request})
+        result = {"decision": decision["decision"], "by": decision["by"], "note": decision.get("note")}
+        if decision["decision"] == "approved":
+            return StepResult("ok", result=result)
+        return StepResult("failed", result=result, error=f"denied by {decision['by']}")
+
+    # -- wait ----------------------------------------------------------------------
+
+    def _wait(self, step: Step) -> StepResult:
+        assert isinstance(step, WaitStep)
+        plugin = self.svc.registry.get("check", step.plugin)
+        self.log.record("step_started", step.id, {"kind": "wait", "plugin": step.plugin, "until": step.until,
+                                                "timeout_s": step.wait_timeout_s}, sync=False)
+        begin = time.perf_counter()
+        deadline = time.monotonic() + step.wait_timeout_s
+        polls = 0
+        output: dict[str, Any] = {}
+        while True:
+            polls += 1
+            try:
+                params = render(step.plugin_with or {}, self.scope())
+                ctx = StepContext(run_id=self.run["id"], step_id=step.id, attempt=polls, mode=self.run["mode"],
+                                  workdir=self.workdir, timeout_s=step.timeout_s, settings=self.svc.settings,
+                                  secrets=self.secrets)
+                output = dict(plugin.run(params, ctx) or {})
+                satisfied = bool(evaluate(step.until, self.scope(result=output)))
+            except (PluginError, ExpressionError) as exc:
+                output, satisfied = {"error": str(exc)}, False
+            if satisfied:
+                self._keep_artifacts(step, output)
+                return StepResult("ok", result={**output, "polls": polls}, duration_s=time.perf_counter() - begin)
+            if self.dry:
+                return StepResult("planned", result={**output, "polls": polls,
+                                  "would_wait_s": step.wait_timeout_s}, duration_s=time.perf_counter() - begin)
+            if time.monotonic() + step.every_s > deadline:
+                self._keep_artifacts(step, output)
+                return StepResult("failed", result={**output, "polls": polls}, duration_s=time.perf_counter() - begin,
+                                  error=f"`{step.until}` still false after {polls} polls ({step.wait_timeout_s:g}s timeout)")
+            with signals.interruptible():
+                time.sleep(step.every_s)
+
+    # -- call ----------------------------------------------------------------------
+
+    def _call(self, step: Step) -> StepResult:
+        assert isinstance(step, CallStep)
+        child_run_id = self.children.pop(step.id, None)
+        try:
+            params = render(step.with_ or {}, self.scope())
+        except ExpressionError as exc:
+            return StepResult("failed", error=f"with: {exc}")
+        begin = time.perf_counter()
+        if child_run_id is None:
+            from engine.runs import new_run_id
+
+            child_run_id = new_run_id(step.runbook)
+            self.log.record("step_started", step.id, {"kind": "call", "runbook": step.runbook, "params": params,
+                                                    "child_run_id": child_run_id})
+            outcome, run_id, message = self.svc.call_runbook(step, params, child_run_id)
+        else:
+            outcome, run_id, message = self.svc.resume_child(child_run_id)
+        result = {"run_id": run_id, "outcome": outcome.value, "exit_code": outcome.exit_code, "message": message}
+        if outcome is Outcome.PAUSED:
+            raise Pause(f"sub-runbook '{step.runbook}' is paused", {"type": "call", "step": step.id, "child_run_id": run_id})
+        status = "ok" if outcome is Outcome.SUCCESS else "failed"
+        return StepResult(status, result=result, duration_s=time.perf_counter() - begin,
+                          error=None if status == "ok" else f"sub-runbook {step.runbook} ended {outcome.value}: {message}")
+
+    # -- operator mode -----------------------------------------------------------------
+
+    def _preview(self, step: Step) -> dict[str, Any]:
+        preview: dict[str, Any] = {"id": step.id, "kind": step.kind, "title": step.title}
+        if isinstance(step, (CheckStep, ActionStep)):
+            preview["plugin"] = step.plugin
+            try:
+                preview["with"] = render(step.with_ or {}, self.scope())
+            except ExpressionError as exc:
+                preview["with"] = f"(cannot render: {exc})"
+        return preview
+
+
+def approval_refusal(step: ApproveStep, by: str, operator: str) -> str | None:
+    """Why `by` may not approve this step, or None when they may."""
+    if step.approvers and by not in step.approvers:
+        return f"'{by}' is not an approver of step '{step.id}' (expected one of: {', '.join(step.approvers)})"
+    if step.four_eyes and by == operator:
+        return f"four-eyes: '{by}' started this run and cannot approve it"
+    return None
+
+
+def _short(values: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float),
+                                       "boolean": (bool,), "array": (list,), "object": (dict,), "null": (type(None),)}
+
+
+def _type_ok(value: Any, schema: Mapping[str, Any]) -> bool:
+    declared = schema.get("type")
+    if declared is None:
+        return True
+    names = declared if isinstance(declared, list) else [declared]
+    for name in names:
+        if isinstance(value, _TYPES.get(name, (object,))) and not (name in ("integer", "number") and isinstance(value, bool)):
+            return True
+    return False
+
+
+def _check_rendered(plugin: Any, raw: Mapping[str, Any], rendered: Mapping[str, Any]) -> None:
+    """Type-check the values that templates produced (static values were validated before the run)."""
+    from engine.expressions import is_template
+
+    properties = (getattr(plugin, "params_schema", {}) or {}).get("properties", {})
+    for key, value in rendered.items():
+        source = raw.get(key)
+        schema = properties.get(key)
+        if schema is None or not isinstance(schema, Mapping):
+            continue
+        if is_template(source) and not _type_ok(value, schema):
+            raise ExpressionError(f"'{key}' rendered to {value!r}, expected {schema.get('type')}")
+        if isinstance(source, list) and isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+            for n, (src, val) in enumerate(zip(source, value, strict=False)):
+                if is_template(src) and not _type_ok(val, schema["items"]):
+                    raise ExpressionError(f"'{key}[{n}]' rendered to {val!r}, expected {schema['items'].get('type')}")

@@ -1,0 +1,79 @@
+"""Keeping secrets out of evidence: `env:` values and credential-looking strings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "***"
+MIN_SECRET_CHARS = 4
+
+_SECRET_KEY = re.compile(
+    r"(?i)(passw(or)?d|passwd|secret|api[_-]?key|apikey|authorization|private[_-]?key|access[_-]?key|"
+    r"access[_-]?token|auth[_-]?token|refresh[_-]?token|bearer|credential|session[_-]?token)"
+)
+_CREDENTIAL_PATTERNS = [
+    re.compile(r"(?i)\b((?:[a-z0-9]+[_-])*(?:passw(?:or)?d|passwd|secret|api[_-]?key|apikey|private[_-]?key|"
+               r"access[_-]?key|access[_-]?token|auth[_-]?token|refresh[_-]?token|credential)s?)"
+               r"(\"?\s*[:=]\s*\"?)([^\s\"',;&}]+)"),
+    re.compile(r"(?i)\b(authorization\"?\s*[:=]\s*\"?(?:bearer|basic|token)?\s*)([A-Za-z0-9._~+/=-]{6,})"),
+    re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]{8,})"),
+    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL),
+    re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{30,}|xox[abposr]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9]{20,})\b"),
+    re.compile(r"(?i)(://[^/\s:@]+:)([^@\s/]+)(@)"),
+]
+
+
+class Redactor:
+    """Replaces known secret values and credential-looking text with `***`."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        """A string with every secret and credential-looking substring masked."""
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        if not _maybe_credential(value):
+            return value
+        for pattern in _CREDENTIAL_PATTERNS:
+            value = pattern.sub(_mask_match, value)
+        return value
+
+    def data(self, value: Any) -> Any:
+        """A JSON-ready copy of `value`: secrets masked, keys made strings, tuples made lists."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                key = str(k)
+                out[key] = MASK if (_SECRET_KEY.search(key) and isinstance(v, (str, int, float)) and v != "") else self.data(v)
+            return out
+        if isinstance(value, (list, tuple)):
+            return [self.data(v) for v in value]
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return self.text(str(value))
+
+
+_HINTS = ("pass", "secret", "key", "token", "auth", "bearer", "akia", "asia", "private", "gh", "xox", "sk-", "://", "credential")
+
+
+def _maybe_credential(value: str) -> bool:
+    lowered = value.lower()
+    return any(h in lowered for h in _HINTS)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    groups = match.groups()
+    if len(groups) >= 3 and match.re.pattern.startswith("(?i)(://"):
+        return f"{groups[0]}{MASK}{groups[2]}"
+    if len(groups) == 3:
+        return f"{groups[0]}{groups[1]}{MASK}"
+    if len(groups) == 2 and groups[0] and not groups[0].startswith(("AKIA", "ASIA")):
+        return f"{groups[0]}{MASK}"
+    return MASK

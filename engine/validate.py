@@ -1,0 +1,439 @@
+"""Everything that can be proven about a runbook before it runs -> a list of located Problems.
+
+Schema (jsonschema), structure (one kind per step, unique ids, durations),
+graph (networkx: dangling targets, unreachable steps, no path to an end,
+cycles nothing can leave, call cycles), plugin params against each plugin's
+own JSON Schema, and the names used in expressions and templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from engine.builder import build_runbook, step_kind
+from engine.errors import InvalidRunbook, Problem
+from engine.expressions import ExpressionError, is_template, references, template_expressions
+from engine.library import Library
+from engine.loader import Document, Key
+from engine.model import ActionStep, CallStep, CheckStep, DecideStep, EndStep, Runbook, Step, WaitStep, parse_duration
+from engine.plugins import Registry
+from engine.schema import KIND_KEYS, RUNBOOK_SCHEMA
+
+ROOT_NAMES = {"params", "env", "run", "steps", "trigger", "now"}
+RUN_FIELDS = {"id", "mode", "runbook", "started_at", "operator"}
+STEP_VIEW_FIELDS = {"status", "ok", "result", "attempts", "duration_s", "error"}
+JINJA_GLOBALS = {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop", "true", "false", "none"}
+END = "__end__"
+
+
+def validate_document(
+    doc: Document, registry: Registry, library: Library | None = None
+) -> tuple[Runbook | None, list[Problem]]:
+    """The Runbook of a loaded file and every problem found in it (empty list = valid)."""
+    data = doc.data
+    if data is None:
+        return None, [doc.problem((), "file is empty (expected a mapping with runbook, title, version, steps)")]
+    if not isinstance(data, dict):
+        return None, [doc.problem((), f"expected a mapping with runbook, title, version, steps, got {_type_name(data)}")]
+    problems = _schema_problems(doc)
+    problems += _structure_problems(doc)
+    if problems:
+        return None, _sorted(problems)
+    runbook = build_runbook(data, doc.path, doc.sha256, doc.positions)
+    problems += _graph_problems(doc, runbook)
+    problems += _plugin_problems(doc, runbook, registry)
+    problems += _name_problems(doc, runbook)
+    if library is not None:
+        problems += _call_problems(doc, runbook, library)
+    return (None if problems else runbook), _sorted(problems)
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(set(problems), key=lambda p: (p.line or 0, p.col or 0, p.message))
+
+
+def _type_name(value: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
+            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _step_id(doc: Document, path: Iterable[Any]) -> str | None:
+    path = list(path)
+    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+        steps = doc.data.get("steps") or []
+        if path[1] < len(steps) and isinstance(steps[path[1]], dict):
+            sid = steps[path[1]].get("id")
+            return sid if isinstance(sid, str) else f"#{path[1] + 1}"
+    return None
+
+
+# -- schema -----------------------------------------------------------------
+
+_VALIDATOR: Any = None
+
+
+def _runbook_validator() -> Any:
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        from jsonschema import Draft202012Validator
+
+        _VALIDATOR = Draft202012Validator(RUNBOOK_SCHEMA)
+    return _VALIDATOR
+
+
+def _schema_problems(doc: Document) -> list[Problem]:
+    return [_schema_problem(doc, error, ()) for error in _runbook_validator().iter_errors(doc.data)]
+
+
+def _schema_problem(doc: Document, error: Any, prefix: Key, step: str | None = None) -> Problem:
+    path: Key = prefix + tuple(error.absolute_path)
+    step = step or _step_id(doc, path)
+    what = "/".join(str(p) for p in error.absolute_path) or "top level"
+    validator, instance, schema = error.validator, error.instance, error.schema
+    if validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extras = [k for k in instance if k not in schema.get("properties", {})]
+        key = path + (extras[0],)
+        line, col = doc.positions.get(("__key__",) + key) or doc.where(key)
+        return Problem(doc.path, line, col, step,
+                       f"unknown key '{extras[0]}' in {what} (expected one of: {', '.join(allowed)})")
+    if validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return doc.problem(path, f"missing required key '{missing}' in {what}", step)
+    if validator == "type":
+        expected = schema["type"] if isinstance(schema["type"], str) else " or ".join(schema["type"])
+        return doc.problem(path, f"{what}: expected {expected}, got {_type_name(instance)}", step)
+    if validator == "pattern":
+        hint = schema.get("description") or f"matching {schema['pattern']}"
+        return doc.problem(path, f"{what}: {instance!r} is not valid (expected {hint})", step)
+    if validator == "enum":
+        return doc.problem(path, f"{what}: {instance!r} is not valid (expected one of: {', '.join(map(str, schema['enum']))})", step)
+    if validator == "oneOf" and path[-2:-1] == ("decide",):
+        return doc.problem(path, f"{what}: expected {{if: EXPR, goto: ID}} or {{else: ID}}", step)
+    return doc.problem(path, f"{what}: {error.message}", step)
+
+
+# -- structure ----------------------------------------------------------------
+
+
+def _structure_problems(doc: Document) -> list[Problem]:
+    problems: list[Problem] = []
+    steps = doc.data.get("steps")
+    if not isinstance(steps, list):
+        return problems
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(steps):
+        if not isinstance(raw, dict):
+            continue
+        sid = raw.get("id") if isinstance(raw.get("id"), str) else None
+        kinds = step_kind(raw)
+        if len(kinds) != 1:
+            found = f"found {', '.join(kinds)}" if kinds else "found none"
+            problems.append(doc.problem(("steps", i), f"a step needs exactly one of {', '.join(KIND_KEYS)} ({found})", sid))
+        if sid is not None:
+            if sid in seen:
+                problems.append(doc.problem(("steps", i, "id"), f"duplicate step id '{sid}' (first used by step #{seen[sid] + 1})", sid))
+            seen.setdefault(sid, i)
+        for key, sub in (("timeout", ()), ("retry", ("delay",)), ("wait", ("every",)), ("wait", ("timeout",))):
+            value = raw.get(key)
+            for part in sub:
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, str):
+                try:
+                    parse_duration(value)
+                except ValueError as exc:
+                    problems.append(doc.problem(("steps", i, key) + sub, str(exc), sid))
+        if kinds == ["end"] and any(k in raw for k in ("goto", "on_fail", "rollback", "retry", "for_each")):
+            problems.append(doc.problem(("steps", i), "an end step cannot route, retry or loop (expected only end and message)", sid))
+    return problems
+
+
+# -- graph ------------------------------------------------------------------
+
+
+def successors(runbook: Runbook, step: Step) -> list[str]:
+    """Where control can go after `step` (END for falling off the last step)."""
+    if isinstance(step, EndStep):
+        return []
+    out: list[str] = []
+    if isinstance(step, DecideStep):
+        out += [b.goto for b in step.branches]
+    else:
+        out.append(step.goto or runbook.next_of(step) or END)
+    if step.on_fail:
+        out.append(step.on_fail)
+    return out
+
+
+def _graph_problems(doc: Document, runbook: Runbook) -> list[Problem]:
+    import networkx as nx
+
+    problems: list[Problem] = []
+    ids = {s.id for s in runbook.steps}
+    index = {s.id: i for i, s in enumerate(runbook.steps)}
+    graph = nx.DiGraph()
+    graph.add_node(END)
+    rollback_targets: set[str] = set()
+    for step in runbook.steps:
+        graph.add_node(step.id)
+        targets: list[tuple[str, str]] = [("goto", step.goto or ""), ("on_fail", step.on_fail or ""), ("rollback", step.rollback or "")]
+        if isinstance(step, DecideStep):
+            targets += [("decide", b.goto) for b in step.branches]
+        for field, target in targets:
+            if target and target not in ids:
+                key: Key = ("steps", index[step.id], field)
+                problems.append(doc.problem(key, f"{field} target '{target}' is not a step id (expected one of: {', '.join(sorted(ids))})", step.id))
+        if step.rollback:
+            rollback_targets.add(step.rollback)
+        for target in successors(runbook, step):
+            if target in ids or target == END:
+                graph.add_edge(step.id, target)
+    if problems:
+        return problems
+    first = runbook.steps[0].id
+    reachable = nx.descendants(graph, first) | {first}
+    for step in runbook.steps:
+        if step.id not in reachable and step.id not in rollback_targets:
+            problems.append(doc.problem(("steps", index[step.id]), "unreachable step (no route leads here from the first step)", step.id))
+    ends = {s.id for s in runbook.steps if isinstance(s, EndStep)} | {END}
+    can_end = set().union(*(nx.ancestors(graph, e) | {e} for e in ends))
+    for step in runbook.steps:
+        if step.id in reachable and step.id not in can_end:
+            problems.append(doc.problem(("steps", index[step.id]), "no end can be reached from this step (expected a route to an end step or past the last step)", step.id))
+    for component in nx.strongly_connected_components(graph):
+        if len(component) == 1 and not graph.has_edge(next(iter(component)), next(iter(component))):
+            continue
+        if not _cycle_can_exit(runbook, component):
+            members = sorted(component, key=index.__getitem__)
+            problems.append(doc.problem(("steps", index[members[0]]),
+                f"cycle {' -> '.join(members)} -> {members[0]} has no exit (expected a decide branch leaving it or a wait step in it)", members[0]))
+    return problems
+
+
+def _cycle_can_exit(runbook: Runbook, component: set[str]) -> bool:
+    for sid in component:
+        step = runbook.step(sid)
+        if isinstance(step, WaitStep):
+            return True
+        if isinstance(step, DecideStep) and any(b.goto not in component for b in step.branches):
+            return True
+    return False
+
+
+# -- plugins ----------------------------------------------------------------
+
+
+def _plugin_problems(doc: Document, runbook: Runbook, registry: Registry) -> list[Problem]:
+    problems: list[Problem] = []
+    for i, step in enumerate(runbook.steps):
+        if isinstance(step, (CheckStep, ActionStep, WaitStep)):
+            kind = "action" if isinstance(step, ActionStep) else "check"
+            key: Key = ("steps", i, "wait", "check") if isinstance(step, WaitStep) else ("steps", i, kind)
+            params = step.plugin_with if isinstance(step, WaitStep) else step.with_
+            with_key: Key = ("steps", i, "wait", "with") if isinstance(step, WaitStep) else ("steps", i, "with")
+            if not registry.has(kind, step.plugin):
+                other = "check" if kind == "action" else "action"
+                hint = (f"'{step.plugin}' is {'an' if other == 'action' else 'a'} {other}: use `{other}: {step.plugin}`"
+                        if registry.has(other, step.plugin) else f"expected one of: {', '.join(registry.names(kind))}")
+                problems.append(doc.problem(key, f"unknown {kind} plugin '{step.plugin}' ({hint})", step.id))
+                continue
+            if not isinstance(params, dict):
+                problems.append(doc.problem(with_key, f"with: expected a mapping, got {_type_name(params)}", step.id))
+                continue
+            problems += _params_problems(doc, registry.get(kind, step.plugin), params, with_key, step.id)
+            if (kind == "action" and step.plugin == "killswitch.release") and not _approved_before(runbook, step):
+                problems.append(doc.problem(key, "killswitch.release must follow an approve step (expected an approve step on every route to it)", step.id))
+    return problems
+
+
+def _params_problems(doc: Document, plugin: Any, params: dict[str, Any], with_key: Key, step_id: str) -> list[Problem]:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(getattr(plugin, "params_schema", {}) or {})
+    out = []
+    for error in validator.iter_errors(params):
+        if _touches_template(params, list(error.absolute_path), error):
+            continue
+        out.append(_schema_problem(doc, error, with_key, step_id))
+    return out
+
+
+def _touches_template(params: Any, path: list[Any], error: Any) -> bool:
+    value = params
+    for part in path:
+        if is_template(value):
+            return True
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return bool(template_expressions(value)) and error.validator not in ("additionalProperties", "required")
+
+
+def _approved_before(runbook: Runbook, target: Step) -> bool:
+    """True when every route from the first step to `target` passes an approve step."""
+    from engine.model import ApproveStep
+
+    seen: set[str] = set()
+    stack = [runbook.steps[0].id]
+    while stack:
+        sid = stack.pop()
+        if sid in seen or sid == END:
+            continue
+        seen.add(sid)
+        if sid == target.id:
+            return False
+        step = runbook.step(sid)
+        if isinstance(step, ApproveStep):
+            continue
+        stack.extend(successors(runbook, step))
+    return True
+
+
+# -- names in expressions and templates ---------------------------------------
+
+
+def _name_problems(doc: Document, runbook: Runbook) -> list[Problem]:
+    problems: list[Problem] = []
+    ids = {s.id for s in runbook.steps}
+    for i, step in enumerate(runbook.steps):
+        for key, source, is_expr, extra in _sources(step, runbook):
+            try:
+                free, paths = references(source, is_expression=is_expr)
+            except ExpressionError as exc:
+                problems.append(doc.problem(("steps", i) + key, f"{'/'.join(map(str, key))}: {exc}", step.id))
+                continue
+            allowed = ROOT_NAMES | JINJA_GLOBALS | extra
+            for name in sorted(free - allowed):
+                problems.append(doc.problem(("steps", i) + key,
+                    f"{'/'.join(map(str, key))}: unknown name '{name}' (expected one of: {', '.join(sorted(ROOT_NAMES | extra))})", step.id))
+            for path in paths:
+                message = _path_problem(path, runbook, ids)
+                if message:
+                    problems.append(doc.problem(("steps", i) + key, f"{'/'.join(map(str, key))}: {message}", step.id))
+    if runbook.idempotency_key:
+        try:
+            free, paths = references(runbook.idempotency_key, is_expression=False)
+            for name in sorted(free - {"params", "run", "env", "trigger", "now"} - JINJA_GLOBALS):
+                problems.append(doc.problem(("idempotency_key",), f"idempotency_key: unknown name '{name}' (expected params, run, env, trigger)"))
+            for path in paths:
+                message = _path_problem(path, runbook, ids)
+                if message:
+                    problems.append(doc.problem(("idempotency_key",), f"idempotency_key: {message}"))
+        except ExpressionError as exc:
+            problems.append(doc.problem(("idempotency_key",), f"idempotency_key: {exc}"))
+    return problems
+
+
+def _sources(step: Step, runbook: Runbook) -> list[tuple[Key, str, bool, set[str]]]:
+    item = {"item"} if step.for_each else set()
+    out: list[tuple[Key, str, bool, set[str]]] = []
+    if step.when:
+        out.append((("when",), step.when, True, set()))
+    if step.for_each:
+        out.append((("for_each",), step.for_each, True, set()))
+    if step.expect:
+        out.append((("expect",), step.expect, True, {"result"} | item))
+    if step.message:
+        out.append((("message",), step.message, False, {"result"} | item))
+    params = step.plugin_with if isinstance(step, WaitStep) else step.with_
+    key: Key = ("wait", "with") if isinstance(step, WaitStep) else ("with",)
+    for source in template_expressions(params):
+        out.append((key, source, False, item))
+    if isinstance(step, DecideStep):
+        for n, branch in enumerate(step.branches):
+            if branch.condition:
+                out.append((("decide", n, "if"), branch.condition, True, set()))
+    if isinstance(step, WaitStep):
+        out.append((("wait", "until"), step.until, True, {"result"}))
+    from engine.model import ApproveStep
+
+    if isinstance(step, ApproveStep):
+        out.append((("approve", "prompt"), step.prompt, False, set()))
+    return out
+
+
+def _path_problem(path: tuple[str, ...], runbook: Runbook, ids: set[str]) -> str | None:
+    root = path[0]
+    if len(path) < 2:
+        return None
+    if root == "params" and path[1] not in runbook.params:
+        return f"unknown param '{path[1]}' (expected one of: {', '.join(sorted(runbook.params)) or 'no params declared'})"
+    if root == "env" and path[1] not in runbook.env:
+        return f"env '{path[1]}' is not declared in env: (expected one of: {', '.join(runbook.env) or 'none declared'})"
+    if root == "run" and path[1] not in RUN_FIELDS:
+        return f"unknown run field '{path[1]}' (expected one of: {', '.join(sorted(RUN_FIELDS))})"
+    if root == "steps":
+        if path[1] not in ids:
+            return f"unknown step '{path[1]}' in steps.{path[1]} (expected one of: {', '.join(sorted(ids))})"
+        if len(path) >= 3 and path[2] not in STEP_VIEW_FIELDS:
+            return f"unknown field '{path[2]}' of steps.{path[1]} (expected one of: {', '.join(sorted(STEP_VIEW_FIELDS))})"
+    return None
+
+
+# -- calls ------------------------------------------------------------------
+
+
+def _call_problems(doc: Document, runbook: Runbook, library: Library) -> list[Problem]:
+    problems: list[Problem] = []
+    names = library.names()
+    for i, step in enumerate(runbook.steps):
+        if isinstance(step, CallStep) and step.runbook not in names:
+            problems.append(doc.problem(("steps", i, "call"),
+                f"call of unknown runbook '{step.runbook}' (expected one of: {', '.join(sorted(names)) or 'an empty library'})", step.id))
+    if not problems and any(isinstance(s, CallStep) for s in runbook.steps):
+        cycle = _call_cycle(runbook, library)
+        if cycle:
+            i = next(n for n, s in enumerate(runbook.steps) if isinstance(s, CallStep))
+            problems.append(doc.problem(("steps", i, "call"), f"call cycle: {' -> '.join(cycle)}", runbook.steps[i].id))
+    return problems
+
+
+def _call_cycle(runbook: Runbook, library: Library) -> list[str] | None:
+    import networkx as nx
+
+    from engine.loader import load_file
+
+    graph = nx.DiGraph()
+    todo = [(runbook.name, runbook)]
+    seen: set[str] = set()
+    while todo:
+        name, rb = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for step in rb.steps:
+            if isinstance(step, CallStep):
+                graph.add_edge(name, step.runbook)
+                if step.runbook not in seen:
+                    try:
+                        child_doc = load_file(library.find(step.runbook))
+                        data = child_doc.data
+                        if isinstance(data, dict) and isinstance(data.get("steps"), list):
+                            calls = [s for s in data["steps"] if isinstance(s, dict) and isinstance(s.get("call"), str)]
+                            child = _CallsOnly(step.runbook, calls)
+                            todo.append((step.runbook, child))  # type: ignore[arg-type]
+                    except InvalidRunbook:
+                        continue
+    try:
+        edges = nx.find_cycle(graph, source=runbook.name)
+    except nx.NetworkXNoCycle:
+        return None
+    return [u for u, _ in edges] + [edges[-1][1]]
+
+
+class _CallsOnly:
+    """Just enough of a runbook to follow its calls."""
+
+    def __init__(self, name: str, calls: list[dict[str, Any]]) -> None:
+        self.name = name
+        self.steps = [CallStep(id=str(c.get("id", "?")), runbook=c["call"]) for c in calls]
+
+
+def check(doc: Document, registry: Registry, library: Library | None = None) -> Runbook:
+    """The Runbook, or InvalidRunbook (exit 20) listing every problem."""
+    runbook, problems = validate_document(doc, registry, library)
+    if problems or runbook is None:
+        raise InvalidRunbook(problems)
+    return runbook
