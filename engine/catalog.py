@@ -8,7 +8,16 @@ from typing import Any
 from engine.errors import InvalidRunbook, Problem
 from engine.library import Library
 from engine.loader import load_file
-from engine.model import ActionStep, ApproveStep, CallStep, CheckStep, DecideStep, EndStep, Runbook, WaitStep
+from engine.model import (
+    ActionStep,
+    ApproveStep,
+    CallStep,
+    CheckStep,
+    DecideStep,
+    EndStep,
+    Runbook,
+    WaitStep,
+)
 
 
 def summaries(library: Library, tag: str | None = None) -> list[dict[str, Any]]:
@@ -129,8 +138,8 @@ def graph(runbook: Runbook, fmt: str) -> str:
     out = ["flowchart TD"]
     for step in runbook.steps:
         text = f"{step.id}: {_what(step)}".replace('"', "'")
-        shape = ('{"', '"}') if step.kind == "decide" else (('(["', '"])') if step.kind == "end" else ('["', '"]'))
-        out.append(f"  {step.id}{shape[0]}{text}{shape[1]}")
+        opening, closing = {"decide": ('{"', '"}'), "end": ('(["', '"])')}.get(step.kind, ('["', '"]'))
+        out.append(f"  {step.id}{opening}{text}{closing}")
     if any(b == END for _, b, _ in edges):
         out.append(f'  {END}(["end: SUCCESS"])')
     for a, b, label in edges:

@@ -57,7 +57,7 @@ def claim(state_dir: Path, key: str, run_id: str, force: bool, live: bool = True
             or (previous.get("outcome") in (None, "RUNNING") and process_alive(int(previous.get("pid") or 0)))
         )
         evidence = {"previous": previous, "forced": bool(force and blocking)}
-        if blocking and not force:
+        if blocking and not force and previous is not None:
             what = "already ended SUCCESS" if previous.get("outcome") == "SUCCESS" else "is running now"
             return Claim(key, path, run_id, True, f"idempotency key '{key}' {what} in run {previous.get('run_id')}; "
                          "use --force to run again", evidence)

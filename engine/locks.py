@@ -114,6 +114,7 @@ def acquire(lock_dir: Path, spec: LockSpec, run_id: str, reason: str | None,
             continue
         broken = None
         if state == "stale":
+            assert payload is not None
             if not force_break or not reason:
                 os_lock.release()
                 raise LockNotAcquired(

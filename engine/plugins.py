@@ -144,7 +144,7 @@ def load_registry(plugin_paths: list[Path] | None = None) -> Registry:
         for file in sorted(Path(directory).glob("*.py")):
             for cls in _plugin_classes(file):
                 kind = "action" if getattr(cls, "mutates", False) else "check"
-                registry.add(kind, cls.name, cls)
+                registry.add(kind, str(cls.name), cls)
     return registry
 
 

@@ -29,7 +29,7 @@ def replay(events: list[dict[str, Any]], runbook: Runbook) -> Replayed:
     """Fold the records of one run into a Replayed state."""
     state = Replayed()
     for event in events:
-        kind, step, data = event["type"], event.get("step"), event.get("data") or {}
+        kind, step, data = event["type"], event.get("step") or "", event.get("data") or {}
         if kind == "run_started":
             state.started = data
             state.position = runbook.steps[0].id if runbook.steps else None

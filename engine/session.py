@@ -131,7 +131,7 @@ class Workspace:
     def start(self, runbook: Runbook, params: dict[str, Any], options: RunOptions, *, trigger: Any = None,
               run_id: str | None = None, parent_run_id: str | None = None) -> RunResult:
         """Execute a runbook from its first step."""
-        from engine import idempotency, locks
+        from engine import idempotency
 
         run_id = run_id or new_run_id(runbook.name)
         operator = options.operator or default_operator()

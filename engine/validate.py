@@ -16,7 +16,17 @@ from engine.errors import InvalidRunbook, Problem
 from engine.expressions import ExpressionError, is_template, references, template_expressions
 from engine.library import Library
 from engine.loader import Document, Key
-from engine.model import ActionStep, CallStep, CheckStep, DecideStep, EndStep, Runbook, Step, WaitStep, parse_duration
+from engine.model import (
+    ActionStep,
+    CallStep,
+    CheckStep,
+    DecideStep,
+    EndStep,
+    Runbook,
+    Step,
+    WaitStep,
+    parse_duration,
+)
 from engine.plugins import Registry
 from engine.schema import KIND_KEYS, RUNBOOK_SCHEMA
 
