@@ -1,0 +1,286 @@
+"""`simcore`: argparse wiring only. Each subcommand calls one function and maps its result
+to output lines and an exit code. Heavy modules are imported inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+FAULT_NAMES = ("stale_lock", "live_lock", "anomaly", "state_corrupt", "data_gap", "stale_data",
+               "reconcile_drift", "broker_down", "schema_mismatch", "retry_budget",
+               "backfill_window_exceeded", "loss_breach")
+
+
+def _root(args: argparse.Namespace) -> Path:
+    if getattr(args, "root", None):
+        return Path(args.root)
+    cfg = getattr(args, "config", None)
+    if cfg:
+        return Path(cfg).resolve().parent.parent
+    return Path(os.environ.get("SIMCORE_ROOT") or os.getcwd())
+
+
+def _core(args: argparse.Namespace) -> Any:
+    from .core import Core
+
+    return Core(_root(args))
+
+
+def _emit(obj: Any) -> int:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+    return 0
+
+
+def _lines(out: tuple[int, list[str]]) -> int:
+    rc, lines = out
+    for line in lines:
+        print(line)
+    return rc
+
+
+def _flag(v: str) -> bool:
+    if v not in ("0", "1", "true", "false"):
+        raise argparse.ArgumentTypeError("expected 0 or 1")
+    return v in ("1", "true")
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_init(a: argparse.Namespace) -> int:
+    from .core import DEFAULT_START_MS, Core
+
+    core = Core.init(Path(a.dir), seed=a.seed, start_ms=a.start_ms or DEFAULT_START_MS)
+    print(f"initialized {core.root} seed={a.seed} schema_version=3")
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    st = _core(a).status()
+    if a.json:
+        return _emit(st)
+    for k, v in st.items():
+        print(f"{k}={json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v}")
+    return 0
+
+
+def cmd_tick(a: argparse.Namespace) -> int:
+    res = _core(a).tick(a.n)
+    if a.json:
+        return _emit(res)
+    print(f"sim_now_utc={res['sim_now_utc']} safety_mode={res['safety_mode']} "
+          f"reason_code={res['safety_reason_code']}")
+    for e in res["events"]:
+        print(f"event={e}")
+    return 0
+
+
+def cmd_inject(a: argparse.Namespace) -> int:
+    core = _core(a)
+    return _emit(core.heal("clear") if a.fault == "clear" else core.inject(a.fault))
+
+
+def cmd_heal(a: argparse.Namespace) -> int:
+    return _emit(_core(a).heal(a.fault))
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from .server import serve
+
+    serve(_root(a).resolve(), a.port, Path(a.port_file) if a.port_file else None,
+          announce=lambda s: print(s, flush=True))
+    return 0
+
+
+def cmd_json(method: str, *argnames: str) -> Any:
+    def run(a: argparse.Namespace) -> int:
+        return _emit(getattr(_core(a), method)(*[getattr(a, n) for n in argnames]))
+
+    return run
+
+
+def cmd_kill_switch(a: argparse.Namespace) -> int:
+    return _emit(_core(a).kill_switch(a.action == "engage", a.reason, a.actor))
+
+
+def cmd_db_hash(a: argparse.Namespace) -> int:
+    from .db import content_hash
+
+    core = _core(a)
+    print(f"core_db={content_hash(core.db_path)}")
+    print(f"world_db={content_hash(core.lay.world_db)}")
+    return 0
+
+
+def cmd_smoke(a: argparse.Namespace) -> int:
+    from .tools_000 import prod_smoke_test
+
+    return _lines(prod_smoke_test(_core(a), a.csv))
+
+
+def cmd_schedule(a: argparse.Namespace) -> int:
+    from .tools_000 import meta_schedule
+
+    cmd = "simcore " + " ".join(sys.argv[1:])
+    return _lines(meta_schedule(_core(a), a.csv, a.strict, a.on_lock_held, a.force_lock_break,
+                                a.lock_ttl_sec, a.reason, cmd))
+
+
+def cmd_rollback(a: argparse.Namespace) -> int:
+    from .tools_000 import meta_rollback
+
+    return _lines(meta_rollback(_core(a), a.steps, a.to_hash, a.reason, a.dry_run, a.strict))
+
+
+def cmd_002(name: str) -> Any:
+    def run(a: argparse.Namespace) -> int:
+        from . import tools_002 as t
+
+        root, cfg, sch = _root(a), Path(a.config), Path(getattr(a, "schema", "") or "")
+        calls = {
+            "validate-config": lambda: t.validate_config(cfg, sch),
+            "hash-config": lambda: t.hash_config(cfg),
+            "preflight": lambda: t.preflight(root, cfg, sch, a.exchange_time, a.allow_create_db),
+            "post-start": lambda: t.post_start(root, cfg, sch, a.metrics_tail),
+            "ops-validate-run": lambda: t.ops_validate_run(root, cfg, sch, a.exchange_time, a.metrics_tail,
+                                                           Path(a.output), a.allow_create_db),
+            "reset-safety": lambda: t.reset_safety(root, cfg, sch, a.mode, a.reason_code,
+                                                   a.reason_message, a.allow_non_halt),
+            "rebuild-db": lambda: t.rebuild_db(root, cfg, sch, a.backup, a.force),
+        }
+        return _lines(calls[name]())
+
+    return run
+
+
+def cmd_reduce_only(a: argparse.Namespace) -> int:
+    from .tools_002 import reduce_only
+
+    return _lines(reduce_only(_root(a), a.symbol, a.side, a.notional, a.qty, a.client_order_id,
+                              a.risk_off, a.json))
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The simcore argument parser (seed tools keep their own flag spellings)."""
+    p = argparse.ArgumentParser(prog="simcore", description="Simulated trading core for runbook-engine.")
+    p.add_argument("--root", help="core directory (default: $SIMCORE_ROOT or cwd)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=argparse.SUPPRESS, help="core directory")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("init", cmd_init, "create a core directory")
+    sp.add_argument("dir")
+    sp.add_argument("--seed", type=int, default=7)
+    sp.add_argument("--start-ms", type=int, default=None, help="simulated start time (ms)")
+    add("status", cmd_status, "print the core status").add_argument("--json", action="store_true")
+    sp = add("tick", cmd_tick, "advance simulated time")
+    sp.add_argument("--n", type=int, default=1)
+    sp.add_argument("--json", action="store_true")
+    add("inject", cmd_inject, "inject a fault (or 'clear')").add_argument(
+        "fault", choices=[*FAULT_NAMES, "clear"])
+    add("heal", cmd_heal, "undo a fault").add_argument("fault", choices=[*FAULT_NAMES, "clear"])
+    sp = add("serve", cmd_serve, "serve the HTTP API on 127.0.0.1")
+    sp.add_argument("--port", type=int, default=0)
+    sp.add_argument("--port-file")
+    add("positions", cmd_json("positions"), "local and broker positions")
+    add("orders", cmd_json("open_orders"), "open orders")
+    add("find-order", cmd_json("find_order", "client_order_id"), "find an order").add_argument(
+        "--client-order-id", required=True)
+    sp = add("reconcile", cmd_json("reconcile", "adopt", "actor"), "reconcile local vs broker")
+    sp.add_argument("--adopt", action="store_true", help="set local positions from the broker first")
+    sp.add_argument("--actor", default="operator")
+    sp = add("cancel-all", cmd_json("cancel_all_orders", "client_token", "actor"), "cancel all orders")
+    sp.add_argument("--client-token")
+    sp.add_argument("--actor", default="operator")
+    sp = add("kill-switch", cmd_kill_switch, "engage or release the kill switch")
+    sp.add_argument("action", choices=["engage", "release"])
+    sp.add_argument("--reason", required=True)
+    sp.add_argument("--actor", default="operator")
+    add("db-hash", cmd_db_hash, "content hash of core.db and world.db")
+
+    sp = add("prod-smoke-test", cmd_smoke, "seed 000 smoke test (STATUS=PASS)")
+    sp.add_argument("--csv", required=True)
+    sp = add("meta-schedule", cmd_schedule, "seed 000 scheduled cycle (exit-code taxonomy)")
+    sp.add_argument("--csv", required=True)
+    sp.add_argument("--run_once", type=_flag, default=True)
+    sp.add_argument("--strict", type=_flag, default=False)
+    sp.add_argument("--on_lock_held", choices=["fail", "retryable"], default="fail")
+    sp.add_argument("--force_lock_break", type=_flag, default=False)
+    sp.add_argument("--lock_ttl_sec", type=int, default=3600)
+    sp.add_argument("--reason", default="scheduled")
+    sp = add("meta-rollback", cmd_rollback, "seed 000 rollback by steps or sha256")
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--steps", type=int)
+    g.add_argument("--to_hash")
+    sp.add_argument("--reason", required=True)
+    sp.add_argument("--dry_run", type=_flag, default=True)
+    sp.add_argument("--strict", type=_flag, default=True)
+
+    def cfg(sp: argparse.ArgumentParser, schema: bool = True) -> argparse.ArgumentParser:
+        sp.add_argument("--config", required=True)
+        if schema:
+            sp.add_argument("--schema", required=True)
+        return sp
+
+    cfg(add("validate-config", cmd_002("validate-config"), "seed 002 validate_config"))
+    cfg(add("hash-config", cmd_002("hash-config"), "seed 002 hash_config"), schema=False)
+    for name in ("preflight", "ops-validate-run"):
+        sp = cfg(add(name, cmd_002(name), f"seed 002 {name}"))
+        sp.add_argument("--exchange-time", action="store_true")
+        sp.add_argument("--allow-create-db", action="store_true")
+        if name == "ops-validate-run":
+            sp.add_argument("--metrics-tail", type=int, default=5)
+            sp.add_argument("--output", required=True)
+    cfg(add("post-start", cmd_002("post-start"), "seed 002 ops_poststart")).add_argument(
+        "--metrics-tail", type=int, default=5)
+    sp = cfg(add("reset-safety", cmd_002("reset-safety"), "seed 002 ops_reset_safety"))
+    sp.add_argument("--mode", required=True, choices=["ARMED_LIVE", "ARMED_SAFE", "HALT"])
+    sp.add_argument("--reason-code", required=True)
+    sp.add_argument("--reason-message", required=True)
+    sp.add_argument("--allow-non-halt", action="store_true")
+    sp = cfg(add("rebuild-db", cmd_002("rebuild-db"), "seed 002 ops_rebuild_db"))
+    sp.add_argument("--backup", action="store_true")
+    sp.add_argument("--force", action="store_true")
+    sp = add("reduce-only-order", cmd_reduce_only, "seed 002 reduce-only market order")
+    sp.add_argument("--symbol", required=True)
+    sp.add_argument("--side", required=True, choices=["buy", "sell"])
+    amt = sp.add_mutually_exclusive_group(required=True)
+    amt.add_argument("--notional", type=float)
+    amt.add_argument("--qty", type=float)
+    sp.add_argument("--client-order-id", required=True)
+    sp.add_argument("--risk-off", action="store_true", help="allow while HALT / kill switch")
+    sp.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `simcore` console script."""
+    args = build_parser().parse_args(argv)
+    from .errors import SimcoreError
+
+    try:
+        return int(args.fn(args))
+    except SimcoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into `head`
+        return 0
+    except Exception as exc:  # a bug: one line, exit 50 (INTERNAL_ERROR)
+        print(f"internal error: {exc!r}", file=sys.stderr)
+        return 50
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Fault injection: each fault changes the world the way the real failure would, so the
+runbooks observe it through the ordinary signals (exit codes, safety mode, files)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import db, ledger, market, safety
+from .errors import BadRequest
+from .fsutil import atomic_write_json, pid_alive, wall_ms
+
+if TYPE_CHECKING:
+    from .core import Core
+
+Result = dict[str, Any]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid if not pid_alive(proc.pid) else 2**22 - 1
+
+
+def _spawn_sleeper(seconds: int = 1800) -> int:
+    """A detached `sleep` re-parented to init (no zombie in the caller); returns its pid."""
+    out = subprocess.run(
+        ["sh", "-c", f"nohup sleep {seconds} >/dev/null 2>&1 </dev/null & echo $!"],
+        capture_output=True, text=True, check=True, start_new_session=True,
+    )
+    return int(out.stdout.strip())
+
+
+def _remember(core: Core, name: str, undo: dict[str, Any]) -> None:
+    with core.session() as (w, _c), db.tx(w.conn):
+        faults = w.get("faults", {})
+        faults[name] = undo
+        w.set("faults", faults)
+
+
+def _forget(core: Core, name: str) -> dict[str, Any] | None:
+    with core.session() as (w, _c), db.tx(w.conn):
+        faults = w.get("faults", {})
+        undo = faults.pop(name, None)
+        w.set("faults", faults)
+        return undo
+
+
+def stale_lock(core: Core) -> Result:
+    payload = ledger.lock_payload("scheduled", "simcore meta-schedule --run_once 1",
+                                  pid=_dead_pid(), start_ms=wall_ms() - 2 * 86_400_000)
+    ledger.write_lock(core.lay, payload)
+    _remember(core, "stale_lock", {})
+    return {"lock": payload}
+
+
+def live_lock(core: Core) -> Result:
+    pid = _spawn_sleeper()
+    payload = ledger.lock_payload("scheduled", "simcore meta-schedule --run_once 1", pid=pid)
+    ledger.write_lock(core.lay, payload)
+    _remember(core, "live_lock", {"pid": pid})
+    return {"lock": payload, "owner_alive": pid_alive(pid)}
+
+
+def _heal_lock(core: Core, undo: dict[str, Any]) -> Result:
+    pid = undo.get("pid")
+    if pid and pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    core.lay.lock_file.unlink(missing_ok=True)
+    return {"lock_removed": True, "killed_pid": pid}
+
+
+def anomaly(core: Core) -> Result:
+    state = ledger.current_state(core.lay)
+    state["strategy"] = {**state.get("strategy", {}), "exposure_multiplier": 25.0}
+    state["cycle"] = int(state.get("cycle", 0)) + 1
+    with core.session(write=False) as (w, _c):
+        entry = ledger.append_snapshot(core.lay, state, w.now_ms, op="cycle", note="anomalous update")
+    _remember(core, "anomaly", {"sha256": entry["sha256"]})
+    return {"ledger_head": entry["sha256"], "anomalies": ledger.anomalies(state)}
+
+
+def _heal_anomaly(core: Core, undo: dict[str, Any]) -> Result:
+    return core.rollback(steps=1, dry_run=False, strict=True, reason="heal anomaly", actor="simcore")
+
+
+def state_corrupt(core: Core) -> Result:
+    state = ledger.current_state(core.lay)
+    state["cycle"] = -1
+    state["corrupted_by"] = "simcore inject state_corrupt"
+    atomic_write_json(core.lay.current_state, state)
+    _remember(core, "state_corrupt", {})
+    return {"problems": ledger.verify(core.lay)}
+
+
+def _heal_state(core: Core, undo: dict[str, Any]) -> Result:
+    head = ledger.read_ledger(core.lay)[-1]
+    atomic_write_json(core.lay.current_state, head["state"])
+    return {"restored": head["sha256"]}
+
+
+def data_gap(core: Core) -> Result:
+    bars = market.read_csv(core.lay.csv)
+    removed = bars[-30:-20]
+    kept = bars[:-30] + bars[-20:]
+    market.write_csv(core.lay.csv, kept)
+    _remember(core, "data_gap", {"removed": len(removed)})
+    return {"removed_bars": len(removed), "from_ts_ms": removed[0]["ts_ms"], "to_ts_ms": removed[-1]["ts_ms"]}
+
+
+def _heal_gap(core: Core, undo: dict[str, Any]) -> Result:
+    interval = int(core._s("ingest", "bar_interval_ms"))
+    bars = market.read_csv(core.lay.csv)
+    filled = market.fill_gaps(bars, interval)
+    market.write_csv(core.lay.csv, filled)
+    return {"filled_bars": len(filled) - len(bars)}
+
+
+def stale_data(core: Core) -> Result:
+    with core.session() as (w, _c), db.tx(w.conn):
+        w.set("feed_stalled", True)
+        w.set("now_ms", w.now_ms + 30 * 60_000)
+        now = w.now_ms
+    _remember(core, "stale_data", {})
+    return {"feed_stalled": True, "sim_now_ms": now}
+
+
+def _heal_stale(core: Core, undo: dict[str, Any]) -> Result:
+    interval = int(core._s("ingest", "bar_interval_ms"))
+    with core.session() as (w, _c), db.tx(w.conn):
+        w.set("feed_stalled", False)
+        bars = market.read_csv(core.lay.csv)
+        prices = w.get("prices")
+        ts, close, added = int(bars[-1]["ts_ms"]) + interval, float(bars[-1]["close"]), 0
+        while ts <= w.now_ms:
+            bar = market.make_bar(w.seed, ts, close)
+            market.append_bar(core.lay.csv, bar)
+            close, ts, added = float(bar["close"]), ts + interval, added + 1
+        prices["XAUUSD"] = close
+        w.set("prices", prices)
+    return {"backfilled_bars": added}
+
+
+def reconcile_drift(core: Core) -> Result:
+    with core.session() as (w, _c), db.tx(w.conn):
+        before = w.positions()
+        sym = "BTCUSDT"
+        w.set_position(sym, round(before.get(sym, 0.0) * 1.5 + 0.01, 8), None)
+        after = w.positions()
+    _remember(core, "reconcile_drift", {"symbol": sym, "qty": before.get(sym, 0.0)})
+    return {"broker_before": before, "broker_after": after}
+
+
+def _heal_drift(core: Core, undo: dict[str, Any]) -> Result:
+    with core.session() as (w, _c), db.tx(w.conn):
+        w.set_position(undo["symbol"], undo["qty"], None)
+        return {"broker": w.positions()}
+
+
+def _flag(name: str, key: str, value: bool) -> Callable[[Core], Result]:
+    def inject(core: Core) -> Result:
+        with core.session() as (w, _c), db.tx(w.conn):
+            w.set(key, value)
+        _remember(core, name, {key: not value})
+        return {key: value}
+
+    return inject
+
+
+def _unflag(key: str, value: bool) -> Callable[[Core, dict[str, Any]], Result]:
+    def heal(core: Core, undo: dict[str, Any]) -> Result:
+        with core.session() as (w, _c), db.tx(w.conn):
+            w.set(key, value)
+        return {key: value}
+
+    return heal
+
+
+def schema_mismatch(core: Core) -> Result:
+    with core.session() as (w, c), db.tx(c):
+        db.set_state(c, "schema_version", 2, w.now_ms)
+    _remember(core, "schema_mismatch", {})
+    return {"schema_version": 2}
+
+
+def _heal_schema(core: Core, undo: dict[str, Any]) -> Result:
+    with core.session() as (w, c), db.tx(c):
+        db.set_state(c, "schema_version", db.SCHEMA_VERSION, w.now_ms)
+    return {"schema_version": db.SCHEMA_VERSION}
+
+
+def retry_budget(core: Core) -> Result:
+    """Rate-limit the exchange, submit a probe order (UNKNOWN) and retry it to exhaustion."""
+    _flag("retry_budget", "rate_limited", True)(core)
+    max_attempts = int(core._s("execution", "retry_budget_max_attempts"))
+    with core.session() as (w, c):
+        cid = f"probe-{w.get('step')}-{w.get('order_seq', 0)}"
+        core._submit(w, c, cid, "XAUUSD", "buy", 0.01, "market", None, False, "strategy", "simcore", None)
+        order = core._order(c, cid) or {}
+        for _ in range(max_attempts):
+            core._sync_one(w, c, order)
+            order = core._order(c, cid) or order
+        trans = core._retry_budget(w, c)
+        st = db.get_state(c)
+    return {"order": order, "transition": trans, "safety_mode": st.get("safety_mode"),
+            "safety_reason_code": st.get("safety_reason_code")}
+
+
+def backfill_window_exceeded(core: Core) -> Result:
+    window = int(core.settings.get("backfill_window_ms", 3_600_000))
+    with core.session() as (w, c), db.tx(c):
+        cursor = w.now_ms - 2 * window
+        core._set_cursor(c, cursor, w.now_ms)
+        safety.escalate(c, w.now_ms, "HALT", "BACKFILL_WINDOW_EXCEEDED",
+                        f"cursor lag {2 * window}ms > backfill_window_ms {window}")
+    _remember(core, "backfill_window_exceeded", {})
+    return {"last_processed_timestamp_ms": cursor, "safety_mode": "HALT"}
+
+
+def loss_breach(core: Core) -> Result:
+    """An adverse move takes equity below the daily loss limit; the risk check engages the kill switch."""
+    pct = float(core._s("risk", "max_daily_loss_pct")) + 1.0
+    with core.session() as (w, c):
+        with db.tx(w.conn):
+            loss = round(w.equity() * pct / 100, 2)
+            w.set("cash", float(w.get("cash")) - loss)
+        events: list[str] = []
+        core._mark_equity(w, c, w.now_ms, events)
+    _remember(core, "loss_breach", {})
+    return {"loss": loss, "events": events, "kill_switch": core.kill_switch_state()}
+
+
+FAULTS: dict[str, Callable[[Core], Result]] = {
+    "stale_lock": stale_lock,
+    "live_lock": live_lock,
+    "anomaly": anomaly,
+    "state_corrupt": state_corrupt,
+    "data_gap": data_gap,
+    "stale_data": stale_data,
+    "reconcile_drift": reconcile_drift,
+    "broker_down": _flag("broker_down", "broker_up", False),
+    "schema_mismatch": schema_mismatch,
+    "retry_budget": retry_budget,
+    "backfill_window_exceeded": backfill_window_exceeded,
+    "loss_breach": loss_breach,
+}
+
+HEALS: dict[str, Callable[[Core, dict[str, Any]], Result]] = {
+    "stale_lock": _heal_lock,
+    "live_lock": _heal_lock,
+    "anomaly": _heal_anomaly,
+    "state_corrupt": _heal_state,
+    "data_gap": _heal_gap,
+    "stale_data": _heal_stale,
+    "reconcile_drift": _heal_drift,
+    "broker_down": _unflag("broker_up", True),
+    "schema_mismatch": _heal_schema,
+    "retry_budget": _unflag("rate_limited", False),
+}
+NOT_UNDOABLE = {
+    "backfill_window_exceeded": "operator procedure: reset-safety to ARMED_SAFE, set "
+                                "ingest.maintenance_skip_gap=true, tick",
+    "loss_breach": "money lost: kill-switch release + reset-safety after review",
+}
+
+
+def inject(core: Core, fault: str) -> Result:
+    """Apply one fault by name."""
+    if fault not in FAULTS:
+        raise BadRequest(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+    return {"fault": fault, "injected": True, **FAULTS[fault](core)}
+
+
+def heal(core: Core, fault: str) -> Result:
+    """Undo one fault (or every active one for "clear")."""
+    if fault == "clear":
+        with core.session(write=False) as (w, _c):
+            active = sorted(w.get("faults", {}))
+        return {"fault": "clear", "healed": [heal(core, f) for f in active]}
+    if fault not in FAULTS:
+        raise BadRequest(f"unknown fault {fault!r}; known: clear, {', '.join(FAULTS)}")
+    undo = _forget(core, fault)
+    if fault in NOT_UNDOABLE:
+        return {"fault": fault, "healed": False, "note": NOT_UNDOABLE[fault]}
+    if undo is None and fault not in ("data_gap", "stale_lock", "live_lock"):
+        return {"fault": fault, "healed": False, "note": "not active"}
+    return {"fault": fault, "healed": True, **HEALS[fault](core, undo or {})}
