@@ -424,7 +424,8 @@ class Core:
             mode = str(self._s("execution", "retry_budget_mode"))
             return safety.escalate(c, now, mode, "EXECUTION_RETRY_BUDGET_EXCEEDED",
                                    f"{len(rows)} UNKNOWN order(s) exhausted {max_attempts} attempts "
-                                   f"({len(over)} within {window_ms // 1000}s): {', '.join(r['client_order_id'] for r in rows)}")
+                                   f"({len(over)} within {window_ms // 1000}s): {', '.join(r['client_order_id'] for r in rows)}",
+                                   override_same=True)
 
     def reconcile(self, adopt: bool = False, actor: str = "operator") -> dict[str, Any]:
         """Compare local and broker positions; critical drift -> HALT RECONCILE_CRITICAL (audited).

@@ -114,7 +114,7 @@ def anomalies(state: dict[str, Any]) -> list[str]:
 def rollback_target(
     lay: Layout, steps: int | None, to_hash: str | None
 ) -> tuple[dict[str, Any], int]:
-    """The entry a rollback restores (steps back from the head, or by sha256) and its index.
+    """The entry a rollback restores (steps back in the effective history, or by sha256).
 
     Raises LookupError when the hash is unknown or there are not that many entries.
     """
@@ -125,9 +125,24 @@ def rollback_target(
                 return entries[i], i
         raise LookupError(f"unknown hash {to_hash}")
     n = int(steps or 0)
-    if n < 1 or n > len(entries) - 1:
-        raise LookupError(f"cannot roll back {n} step(s): ledger has {len(entries)} entries")
-    return entries[-1 - n], len(entries) - 1 - n
+    history = effective_history(entries)
+    if n < 1 or n > len(history) - 1:
+        raise LookupError(f"cannot roll back {n} step(s): history has {len(history)} snapshots")
+    return entries[history[-1 - n]], history[-1 - n]
+
+
+def effective_history(entries: list[dict[str, Any]]) -> list[int]:
+    """Ledger indices of the snapshots still in effect: a rollback record cuts the history
+    back to the entry it restored, so `--steps 1` twice goes back two snapshots, not back
+    and forth."""
+    stack: list[int] = []
+    for i, e in enumerate(entries):
+        ri = e.get("restored_index")
+        if e.get("op") == "rollback" and isinstance(ri, int) and ri in stack:
+            stack = stack[: stack.index(ri) + 1]
+        else:
+            stack.append(i)
+    return stack
 
 
 # ------------------------------------------------------------------ lock

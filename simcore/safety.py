@@ -80,10 +80,18 @@ def transition(
 
 
 def escalate(
-    conn: sqlite3.Connection, now_ms: int, target: str, reason_code: str, message: str
+    conn: sqlite3.Connection,
+    now_ms: int,
+    target: str,
+    reason_code: str,
+    message: str,
+    override_same: bool = False,
 ) -> dict[str, Any] | None:
-    """Automatic transition to a stricter mode; no-op when already at least as strict."""
-    current = db.get_state(conn).get("safety_mode", "HALT")
-    if SEVERITY.get(current, 2) >= SEVERITY[target]:
+    """Automatic transition to a stricter mode; no-op when already at least as strict
+    (override_same: also replace the reason of an equally strict mode)."""
+    st = db.get_state(conn)
+    current = st.get("safety_mode", "HALT")
+    sev, want = SEVERITY.get(current, 2), SEVERITY[target]
+    if sev > want or (sev == want and not (override_same and st.get("safety_reason_code") != reason_code)):
         return None
     return transition(conn, now_ms, target, reason_code, message, "simcore", action="auto")
