@@ -45,6 +45,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _plain(value: Any) -> Any:
+    """`value` with tuples as lists and every mapping key a string: what a JSON round trip gives back."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return str(value)
@@ -75,18 +84,14 @@ class EventLog:
     def record(self, type_: str, step: str | None = None, data: dict[str, Any] | None = None, *, sync: bool = True) -> dict[str, Any]:
         """Append one record; fsync it unless `sync` is False (a later synced record covers it)."""
         self.seq += 1
-        record = {
-            "seq": self.seq,
-            "ts": utc_now(),
-            "type": type_,
-            "step": step,
-            "data": self.redactor.data(data or {}),
-            "prev": self.prev,
-        }
+        record = {"seq": self.seq, "ts": utc_now(), "type": type_, "step": step, "data": _plain(data or {}),
+                  "prev": self.prev}
         try:
             body = canonical(record)
-        except ValueError:
-            record["data"] = _json_safe(record["data"])
+        except (TypeError, ValueError):
+            body = ""
+        if not body or self.redactor.needs_redaction(body):
+            record["data"] = _json_safe(self.redactor.data(data or {}))
             body = canonical(record)
         record["hash"] = hashlib.sha256(body.encode("utf-8")).hexdigest()
         os.write(self._fd, (body[:-1] + ',"hash":"' + record["hash"] + '"}\n').encode("utf-8"))
@@ -128,15 +133,14 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def write_manifest(directory: Path, fields: dict[str, Any], signing_key: str | None = None) -> dict[str, Any]:
+def write_manifest(directory: Path, fields: dict[str, Any], last_hash: str, event_count: int,
+                   signing_key: str | None = None) -> dict[str, Any]:
     """Write manifest.json: run fields, the sha256 of every file in the bundle, the last event hash."""
     files = {}
     for path in sorted(directory.rglob("*")):
         if path.is_file() and path.name != MANIFEST:
             files[path.relative_to(directory).as_posix()] = sha256_file(path)
-    events = read_events(directory / EVENTS)
-    manifest = {**fields, "files": files, "last_event_hash": events[-1]["hash"] if events else GENESIS,
-                "event_count": len(events)}
+    manifest = {**fields, "files": files, "last_event_hash": last_hash, "event_count": event_count}
     if signing_key:
         manifest["signature"] = {"algorithm": "hmac-sha256", "value": _sign(manifest, signing_key)}
     tmp = directory / (MANIFEST + ".tmp")

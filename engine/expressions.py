@@ -15,9 +15,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-
 MAX_RENDERED_CHARS = 1_000_000
 MAX_POWER_EXPONENT = 1000
 
@@ -54,15 +51,7 @@ def _checked_add(left: Any, right: Any) -> Any:
     return operator.add(left, right)
 
 
-class RunbookEnvironment(ImmutableSandboxedEnvironment):
-    """Immutable sandbox, strict undefined names, size-capped arithmetic."""
-
-    intercepted_binops = frozenset({"*", "**", "+"})
-    _binops = {"*": _checked_mul, "**": _checked_pow, "+": _checked_add}
-
-    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
-        """Arithmetic that refuses results bigger than the render cap."""
-        return self._binops[operator_name](left, right)
+_BINOPS = {"*": _checked_mul, "**": _checked_pow, "+": _checked_add}
 
 
 def _now() -> datetime:
@@ -70,24 +59,51 @@ def _now() -> datetime:
 
 
 @lru_cache(maxsize=1)
-def environment() -> RunbookEnvironment:
-    """The one shared environment."""
+def environment() -> Any:
+    """The one shared environment: immutable sandbox, strict undefined names, size-capped arithmetic.
+
+    Jinja2 is imported here, on first use, so runs without templates start faster.
+    """
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class RunbookEnvironment(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(_BINOPS)
+
+        def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+            return _BINOPS[operator_name](left, right)
+
     env = RunbookEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.globals["now"] = _now
     return env
 
 
+def _jinja_errors() -> tuple[type[Exception], ...]:
+    from jinja2 import TemplateError
+    from jinja2.sandbox import SecurityError
+
+    return (TemplateError, SecurityError)
+
+
 @lru_cache(maxsize=4096)
 def _compiled_expression(expr: str) -> Any:
-    return environment().compile_expression(expr, undefined_to_none=False)
+    try:
+        return environment().compile_expression(expr, undefined_to_none=False)
+    except _jinja_errors() as exc:
+        raise ExpressionError(f"syntax error in `{expr}`: {exc}") from None
 
 
 @lru_cache(maxsize=4096)
 def _compiled_template(text: str) -> Any:
-    return environment().from_string(text)
+    try:
+        return environment().from_string(text)
+    except _jinja_errors() as exc:
+        raise ExpressionError(f"syntax error in template {text!r}: {exc}") from None
 
 
 def _explain(exc: Exception) -> str:
+    from jinja2.sandbox import SecurityError
+
     if isinstance(exc, SecurityError):
         return f"blocked by the sandbox: {exc}"
     return str(exc) or type(exc).__name__
@@ -95,13 +111,16 @@ def _explain(exc: Exception) -> str:
 
 def evaluate(expr: str, scope: Mapping[str, Any]) -> Any:
     """The value of a bare expression; ExpressionError if it is invalid, undefined or blocked."""
+    compiled = _compiled_expression(expr)
+    from jinja2 import Undefined
+
     try:
-        value = _compiled_expression(expr)(**scope)
+        value = compiled(**scope)
         if isinstance(value, Undefined):
             value._fail_with_undefined_error()
     except ExpressionError:
         raise
-    except (TemplateError, SecurityError) as exc:
+    except _jinja_errors() as exc:
         raise ExpressionError(f"{_explain(exc)} in `{expr}`") from None
     except Exception as exc:  # noqa: BLE001 - any error of user code in an expression is a step failure
         raise ExpressionError(f"{type(exc).__name__}: {exc} in `{expr}`") from None
@@ -134,7 +153,7 @@ def _render_string(text: str, scope: Mapping[str, Any]) -> Any:
         rendered = _bounded_render(_compiled_template(text), scope)
     except ExpressionError:
         raise
-    except (TemplateError, SecurityError) as exc:
+    except _jinja_errors() as exc:
         raise ExpressionError(f"{_explain(exc)} in template {text!r}") from None
     except Exception as exc:  # noqa: BLE001
         raise ExpressionError(f"{type(exc).__name__}: {exc} in template {text!r}") from None
@@ -168,7 +187,7 @@ def references(source: str, *, is_expression: bool) -> tuple[set[str], list[tupl
 
     Raises ExpressionError on a syntax error.
     """
-    from jinja2 import meta
+    from jinja2 import TemplateError, meta, nodes
 
     text = "{{ " + source + " }}" if is_expression else source
     try:
@@ -184,7 +203,9 @@ def references(source: str, *, is_expression: bool) -> tuple[set[str], list[tupl
     return set(free), paths
 
 
-def _dotted(node: nodes.Node) -> tuple[str, ...] | None:
+def _dotted(node: Any) -> tuple[str, ...] | None:
+    from jinja2 import nodes
+
     if isinstance(node, nodes.Name):
         return (node.name,)
     if isinstance(node, nodes.Getattr):

@@ -8,6 +8,8 @@ can, whether an interrupted invocation took effect (`verify`).
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -123,23 +125,68 @@ class Registry:
         return self._instances[key]
 
 
-def _entry_point_loader(ep: Any) -> Callable[[], Any]:
-    return lambda: ep.load()
+def _import_target(target: str) -> Callable[[], Any]:
+    def load() -> Any:
+        import importlib
+
+        module, _, attr = target.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+        return obj
+
+    return load
 
 
-def load_registry(plugin_paths: list[Path] | None = None) -> Registry:
-    """Discover plugins: entry points `runbook.checks` / `runbook.actions`, then `plugin_paths`.
+def _environment_signature() -> str:
+    """Changes whenever a distribution is installed or removed on sys.path."""
+    parts = []
+    for entry in sys.path:
+        try:
+            parts.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
+        except OSError:
+            continue
+    return "|".join(parts)
 
-    Entry-point plugins are imported only when first used. A module in a
-    plugin path registers every class it defines that has `name` and `run`;
-    classes with `mutates = True` are actions, others checks.
-    """
+
+def _entry_points(cache_dir: Path | None) -> dict[str, dict[str, str]]:
+    """`{group: {name: "module:attr"}}`, cached until the installed distributions change."""
+    signature = _environment_signature()
+    cache = cache_dir / "entry-points.json" if cache_dir else None
+    if cache is not None:
+        try:
+            cached = json.loads(cache.read_text(encoding="utf-8"))
+            if cached.get("signature") == signature:
+                return cached["groups"]
+        except (OSError, ValueError, AttributeError):
+            pass
     from importlib.metadata import entry_points
 
+    groups = {group: {ep.name: ep.value for ep in entry_points(group=group)} for group in (CHECK_GROUP, ACTION_GROUP)}
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"signature": signature, "groups": groups}), encoding="utf-8")
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return groups
+
+
+def load_registry(plugin_paths: list[Path] | None = None, cache_dir: Path | None = None) -> Registry:
+    """Discover plugins: entry points `runbook.checks` / `runbook.actions`, then `plugin_paths`.
+
+    Entry-point plugins are imported only when first used; the entry-point
+    table is cached in `cache_dir` until installed distributions change. A
+    module in a plugin path registers every class it defines that has `name`
+    and `run`; classes with `mutates = True` are actions, others checks.
+    """
     registry = Registry()
+    groups = _entry_points(cache_dir)
     for group, kind in ((CHECK_GROUP, "check"), (ACTION_GROUP, "action")):
-        for ep in entry_points(group=group):
-            registry.add(kind, ep.name, _entry_point_loader(ep))
+        for name, target in groups.get(group, {}).items():
+            registry.add(kind, name, _import_target(target))
     for directory in plugin_paths or []:
         for file in sorted(Path(directory).glob("*.py")):
             for cls in _plugin_classes(file):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +32,11 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+        self._needles = self.secrets + [json.dumps(s)[1:-1] for s in self.secrets]
+
+    def needs_redaction(self, serialized: str) -> bool:
+        """False when a serialized record holds no secret and nothing credential-like (the common case)."""
+        return any(s in serialized for s in self._needles) or _maybe_credential(serialized)
 
     def text(self, value: str) -> str:
         """A string with every secret and credential-looking substring masked."""

@@ -97,7 +97,7 @@ class Workspace:
     def registry(self) -> Registry:
         """Plugins from entry points and `plugin_paths`."""
         if self._registry is None:
-            self._registry = load_registry(list(self.config.plugin_paths))
+            self._registry = load_registry(list(self.config.plugin_paths), self.config.state_dir / "cache")
         return self._registry
 
     # -- loading ---------------------------------------------------------------
@@ -271,7 +271,8 @@ class Workspace:
             "exit_code": record.exit_code, "status": record.status, "parent_run_id": record.parent_run_id,
         }
         write_report(directory, fields)
-        manifest = write_manifest(directory, fields, os.environ.get(self.config.signing_key_env) or None)
+        manifest = write_manifest(directory, fields, log.prev, log.seq,
+                                  os.environ.get(self.config.signing_key_env) or None)
         record.last_event_hash = manifest["last_event_hash"]
         self.store.save(record)
 
