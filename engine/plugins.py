@@ -195,7 +195,7 @@ def load_registry(plugin_paths: list[Path] | None = None, cache_dir: Path | None
     return registry
 
 
-def _plugin_classes(file: Path) -> list[type]:
+def _plugin_classes(file: Path) -> list[Any]:
     module_name = f"runbook_plugin_{file.stem}_{abs(hash(str(file)))}"
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
