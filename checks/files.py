@@ -68,6 +68,8 @@ class FileExists:
             st: os.stat_result | None = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             st = None
+        except OSError as e:
+            raise PluginError(f"cannot stat {path}: {e.strerror}") from None
         exists = st is not None
         return {
             "path": str(path),

@@ -54,7 +54,12 @@ class ProcessAlive:
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "pid": {"type": "integer", "minimum": 1, "description": "Process id."},
+            "pid": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 2**31 - 1,
+                "description": "Process id.",
+            },
             "pidfile": {
                 "type": "string",
                 "description": "File holding the pid (plain number or JSON with `pid`). "
