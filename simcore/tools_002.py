@@ -11,6 +11,7 @@ from typing import Any
 from filelock import FileLock
 
 from . import db
+from .broker import World
 from .core import Core, utc_stamp
 from .errors import SimcoreError
 from .fsutil import append_line, iso_utc, wall_ms
@@ -130,8 +131,11 @@ def reset_safety(root: Path, config: Path, schema: Path, mode: str, reason_code:
 
 
 def _create_db(core: Core) -> None:
-    with core.session(write=False) as (w, _c):
-        now = w.now_ms
+    world = World(core.lay.world_db)
+    try:
+        now = world.now_ms
+    finally:
+        world.close()
     conn = db.connect(core.db_path)
     try:
         db.create_schema(conn, now, "ARMED_SAFE", "DB_REBUILT", "schema recreated; reconcile before promotion")
