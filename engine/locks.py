@@ -86,8 +86,11 @@ def assess(payload: dict[str, Any] | None, ttl_s: float) -> str:
 
 
 def acquire(lock_dir: Path, spec: LockSpec, run_id: str, reason: str | None,
-            force_break: bool) -> HeldLock:
-    """Take the lock or raise LockNotAcquired; waits up to `spec.wait_s` while it is held."""
+            force_break: bool, resuming: bool = False) -> HeldLock:
+    """Take the lock or raise LockNotAcquired; waits up to `spec.wait_s` while it is held.
+
+    A resumed run may take over a stale lock that its own earlier process left behind.
+    """
     from filelock import FileLock, Timeout
 
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -115,13 +118,16 @@ def acquire(lock_dir: Path, spec: LockSpec, run_id: str, reason: str | None,
         broken = None
         if state == "stale":
             assert payload is not None
-            if not force_break or not reason:
+            if resuming and payload.get("run_id") == run_id:
+                broken = {"previous": payload, "reason": "resumed run takes over the lock its crashed process left"}
+            elif not force_break or not reason:
                 os_lock.release()
                 raise LockNotAcquired(
                     f"lock '{spec.name}' is stale (owner pid {payload.get('pid')} on {payload.get('host')} "
                     f"since {payload.get('start_ts_utc')} is gone); break it with --force-lock-break --reason TEXT",
                     40, payload)
-            broken = {"previous": payload, "reason": reason}
+            else:
+                broken = {"previous": payload, "reason": reason}
         mine = {
             "active": 1,
             "pid": os.getpid(),

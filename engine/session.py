@@ -69,6 +69,14 @@ class RunResult:
                 "waiting_for": self.waiting_for}
 
 
+class _ResumeBlocked(Exception):
+    """A resume could not start (lock held); the run stays as it was."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
 class ApprovalRefused(RunbookError):
     """`runbook approve` by someone who may not approve (recorded as evidence)."""
 
@@ -186,7 +194,8 @@ class Workspace:
                            interactive=options.interactive, step_mode=options.step_mode, assume=options.assume,
                            workdir=Path.cwd(), secrets=secrets)
 
-    def _take_lock(self, runbook: Runbook, run_id: str, options: RunOptions, log: EventLog) -> Any:
+    def _take_lock(self, runbook: Runbook, run_id: str, options: RunOptions, log: EventLog,
+                   resuming: bool = False) -> Any:
         from engine import locks
 
         assert runbook.lock is not None
@@ -197,10 +206,12 @@ class Workspace:
             log.record("lock", None, {"name": runbook.lock.name, "action": "would acquire", "state": state, "holder": payload})
             return None
         try:
-            held = locks.acquire(lock_dir, runbook.lock, run_id, options.reason, options.force_lock_break)
+            held = locks.acquire(lock_dir, runbook.lock, run_id, options.reason, options.force_lock_break, resuming)
         except locks.LockNotAcquired as exc:
             log.record("lock", None, {"name": runbook.lock.name, "action": "not acquired", "reason": str(exc),
                                       "holder": exc.payload, "force_lock_break": options.force_lock_break})
+            if resuming:
+                raise _ResumeBlocked(Outcome.BUSINESS_SKIP if exc.exit_code == 11 else Outcome.LOCK_TIMEOUT, str(exc)) from None
             raise Finish(Outcome.BUSINESS_SKIP if exc.exit_code == 11 else Outcome.LOCK_TIMEOUT, str(exc)) from None
         if held.broken:
             log.record("lock", None, {"name": runbook.lock.name, "action": "broke stale lock", **held.broken})
@@ -305,7 +316,9 @@ class Workspace:
         log = EventLog(directory, Redactor(secrets))
         run = dict(started.get("run") or {"id": run_id, "mode": record.mode, "runbook": record.runbook,
                                           "started_at": record.started_at, "operator": record.operator})
+        previous_status, previous_waiting = record.status, record.waiting_for
         record.status, record.pid, record.host = "running", os.getpid(), socket.gethostname()
+        record.waiting_for = None
         self.store.save(record)
         log.record("run_resumed", None, {"by": options.operator or default_operator(), "pid": os.getpid(),
                                          "accept_changed": changed, "new_sha256": current.sha256 if changed else None,
@@ -320,7 +333,7 @@ class Workspace:
         held = None
         try:
             if runbook.lock:
-                held = self._take_lock(runbook, run_id, resumed, log)
+                held = self._take_lock(runbook, run_id, resumed, log, resuming=True)
             if state.unhandled:
                 interp._run_rollbacks()
                 raise Finish(Outcome(state.unhandled["outcome"]), f"step '{state.unhandled['step']}' failed: {state.unhandled.get('error')}")
@@ -333,6 +346,13 @@ class Workspace:
             return self._pause(record, log, pause, held, None)
         except signals.Interrupted as stop:
             return self._pause(record, log, Pause(str(stop), {"type": "interrupted", "signal": stop.signame}), held, None)
+        except _ResumeBlocked as blocked:
+            record.status, record.waiting_for = previous_status, previous_waiting
+            self._seal(record, log)
+            result = RunResult(run_id, record.runbook, blocked.outcome, f"{blocked}; the run is unchanged and can be resumed later",
+                               directory, record.mode, previous_waiting)
+            self.reporter.run_finished(result)
+            return result
         finally:
             log.close()
 
