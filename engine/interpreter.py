@@ -37,6 +37,21 @@ MAX_ARTIFACT_CHARS = 10_000_000
 FAILURE_DEFAULTS = {"check": Outcome.BUSINESS_REJECT, "decide": Outcome.BUSINESS_REJECT, "approve": Outcome.BUSINESS_REJECT}
 
 
+class PlannedResult(dict):  # type: ignore[type-arg]
+    """The result of a planned (not run) action: keys it does not have read as a placeholder.
+
+    A dry-run cannot know what an action would return; later templates that use
+    it render `<not known in dry-run: steps.ID.result.KEY>` instead of failing.
+    """
+
+    def __init__(self, step_id: str, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self.step_id = step_id
+
+    def __missing__(self, key: str) -> str:
+        return f"<not known in dry-run: steps.{self.step_id}.result.{key}>"
+
+
 class Pause(Exception):
     """The run stops here and can be resumed (approval, in-doubt step, interruption)."""
 
@@ -361,7 +376,7 @@ class Interpreter:
             return StepResult("failed", error=f"cannot plan: {exc}")
         except Exception as exc:  # noqa: BLE001
             return StepResult("failed", error=f"plugin '{getattr(step, 'plugin', '')}' crashed while planning: {type(exc).__name__}: {exc}")
-        return StepResult("planned", result={"planned": True, "plan": {"summary": plan.summary, **dict(plan.details)}})
+        return StepResult("planned", result=PlannedResult(step.id, {"planned": True, "plan": {"summary": plan.summary, **dict(plan.details)}}))
 
     def _keep_artifacts(self, step: Step, output: Mapping[str, Any]) -> None:
         for name in ("stdout", "stderr"):

@@ -187,7 +187,8 @@ class Workspace:
     def _interpreter(self, runbook: Runbook, log: EventLog, run: dict[str, Any], params: dict[str, Any],
                      env: dict[str, str], trigger: Any, options: RunOptions, secrets: tuple[str, ...]) -> Interpreter:
         services = Services(registry=self.registry, reporter=self.reporter, kill_switch=self.config.kill_switch,
-                            settings={"core": self.config.core, "state_dir": str(self.config.state_dir)},
+                            settings={"core": self.config.core, "state_dir": str(self.config.state_dir),
+                                      "kill_switch": str(self.config.kill_switch)},
                             call_runbook=lambda step, p, child: self._call(step, p, child, run, options),
                             resume_child=lambda child: self.resume(child, options))
         return Interpreter(runbook, log, services, run=run, params=params, env=env, trigger=trigger,
