@@ -91,7 +91,7 @@ def make_handler(root: Path) -> type[BaseHTTPRequestHandler]:
                     self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
                     return
                 body: dict[str, Any] = {}
-                if method == "POST":
+                if method in ("POST", "PUT"):
                     raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                     try:
                         body = json.loads(raw or b"{}")
@@ -118,6 +118,12 @@ def make_handler(root: Path) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             self._dispatch("POST")
+
+        def do_PUT(self) -> None:  # noqa: N802
+            self._dispatch("PUT")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._dispatch("DELETE")
 
     return _H
 
