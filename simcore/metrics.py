@@ -22,12 +22,14 @@ def render(status: dict[str, Any]) -> str:
             if value is None:
                 continue
             lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{lab}}} {float(value):g}" if lab else f"{name} {float(value):g}")
+            num = str(value) if isinstance(value, int) else repr(float(value))
+            out.append(f"{name}{{{lab}}} {num}" if lab else f"{name} {num}")
 
     mode = status.get("safety_mode")
     gauge("simcore_safety_mode", "1 for the current safety mode, 0 for the others.",
-          [({"mode": m, "reason_code": str(status.get("safety_reason_code")) if m == mode else ""},
-            int(m == mode)) for m in MODES])
+          [({"mode": m}, int(m == mode)) for m in MODES])
+    gauge("simcore_safety_reason_info", "The reason code of the current safety mode (always 1).",
+          [({"mode": str(mode), "reason_code": str(status.get("safety_reason_code"))}, 1)])
     pos = status.get("positions", {})
     samples = [({"symbol": s, "source": "local"}, q) for s, q in sorted(pos.get("local", {}).items())]
     samples += [({"symbol": s, "source": "broker"}, q) for s, q in sorted((pos.get("broker") or {}).items())]

@@ -72,10 +72,13 @@ def test_kill_switch_and_metrics(server: str, core_dir: Path) -> None:
     assert code == 200 and ctype.startswith("text/plain; version=0.0.4")
     samples = [line for line in text.splitlines() if not line.startswith("#")]
     assert samples and all(METRIC_LINE.match(line) for line in samples), samples
-    assert 'simcore_safety_mode{mode="ARMED_LIVE",reason_code="STARTUP"} 1' in text
+    assert 'simcore_safety_mode{mode="ARMED_LIVE"} 1' in text
+    assert 'simcore_safety_mode{mode="HALT"} 0' in text
+    assert 'simcore_safety_reason_info{mode="ARMED_LIVE",reason_code="STARTUP"} 1' in text
     assert "simcore_kill_switch_engaged 0" in text
     assert 'simcore_position_qty{symbol="BTCUSDT",source="broker"} 0.05' in text
-    assert re.search(r"^simcore_equity 100000$", text, re.M)
+    assert re.search(r"^simcore_equity 100000.0$", text, re.M)
+    assert "simcore_sim_now_ms 1769040000000\n" in text
     assert "# TYPE simcore_drawdown_ratio gauge" in text and "simcore_open_orders 0" in text
 
     code, _, res = http("POST", f"{server}/kill-switch", {"engage": True, "reason": "drill", "actor": "dave"})
@@ -83,7 +86,8 @@ def test_kill_switch_and_metrics(server: str, core_dir: Path) -> None:
     assert (core_dir / "KILL_SWITCH").exists()
     text = http("GET", f"{server}/metrics")[2]
     assert "simcore_kill_switch_engaged 1" in text
-    assert 'simcore_safety_mode{mode="HALT",reason_code="KILL_SWITCH_ENGAGED"} 1' in text
+    assert 'simcore_safety_mode{mode="HALT"} 1' in text
+    assert 'simcore_safety_reason_info{mode="HALT",reason_code="KILL_SWITCH_ENGAGED"} 1' in text
     code, _, res = http("POST", f"{server}/kill-switch", {"engage": False, "reason": "reviewed"})
     assert code == 200 and res["engaged"] is False and not (core_dir / "KILL_SWITCH").exists()
     assert http("POST", f"{server}/kill-switch", {"reason": "x"})[0] == 400
