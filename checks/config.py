@@ -8,35 +8,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
 from checks.files import read_text
-from engine.errors import PluginError
+from engine.errors import InvalidRunbook, PluginError
+from engine.loader import load_text
 from engine.plugins import StepContext
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML with JSON's data model: timestamps stay strings, duplicate keys are errors."""
-
-    yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(path: Path) -> Any:
-    """Parse a JSON (.json) or YAML file; PluginError with path:line:col when ill-formed."""
+    """Parse a JSON (.json) or YAML file (YAML 1.2 meaning, duplicate keys rejected);
+    PluginError with path:line:col when ill-formed."""
     text = read_text(path)
     if path.suffix.lower() == ".json":
         try:
@@ -44,13 +24,9 @@ def load_config(path: Path) -> Any:
         except json.JSONDecodeError as e:
             raise PluginError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise PluginError(f"{where}: invalid YAML: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise PluginError(f"{path}: invalid YAML: {e}") from None
+        return load_text(text, str(path)).data
+    except InvalidRunbook as e:
+        raise PluginError("; ".join(str(p) for p in e.problems)) from None
 
 
 def json_path(parts: Any) -> str:

@@ -373,7 +373,8 @@ class Interpreter:
         try:
             plan = plugin.plan(params, ctx) if hasattr(plugin, "plan") else Plan(f"run {step.kind} {getattr(step, 'plugin', '')}", {"params": params})
         except PluginError as exc:
-            return StepResult("failed", error=f"cannot plan: {exc}")
+            plan = Plan(f"run {getattr(step, 'plugin', step.kind)} (plan incomplete: {exc})",
+                        {"params": params, "plan_error": str(exc)})
         except Exception as exc:  # noqa: BLE001
             return StepResult("failed", error=f"plugin '{getattr(step, 'plugin', '')}' crashed while planning: {type(exc).__name__}: {exc}")
         return StepResult("planned", result=PlannedResult(step.id, {"planned": True, "plan": {"summary": plan.summary, **dict(plan.details)}}))

@@ -447,7 +447,13 @@ class Workspace:
         if record.status != "paused" or waiting.get("type") != "approval" or waiting.get("step") != step_id:
             raise ApprovalRefused(f"run {run_id} is not waiting for an approval of step '{step_id}' "
                                   f"(status {record.status}, waiting for {waiting or 'nothing'})")
-        self._trusted_events(record)
+        events = self._trusted_events(record)
+        requested = max((e["seq"] for e in events if e["type"] == "approval_requested" and e["step"] == step_id), default=0)
+        earlier = [e for e in events if e["type"] == "approval" and e["step"] == step_id and e["seq"] > requested]
+        if earlier:
+            data = earlier[-1]["data"]
+            raise ApprovalRefused(f"step '{step_id}' of run {run_id} was already {data.get('decision')} by {data.get('by')}; "
+                                  f"continue with: runbook resume {run_id}")
         log = EventLog(directory, Redactor())
         try:
             refusal = approval_refusal(step, by, record.operator)

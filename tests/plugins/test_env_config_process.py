@@ -77,8 +77,8 @@ def test_config_validate_lists_every_error(ctx: StepContext, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("a: 1\nb: [1, 2\n", r"bad.yaml:3:1: invalid YAML"),
-        ("a: 1\nb: 2\na: 3\n", r"bad.yaml:3:1: invalid YAML: duplicate key 'a'"),
+        ("a: 1\nb: [1, 2\n", r"bad.yaml:3:1: YAML syntax error"),
+        ("a: 1\nb: 2\na: 3\n", r"bad.yaml:3:1: duplicate key 'a'"),
     ],
 )
 def test_ill_formed_config_is_located(
