@@ -109,11 +109,9 @@ class World:
 
     def equity(self) -> float:
         """Account equity: cash + mark-to-market of broker positions."""
-        prices = self.get("prices")
-        return round(
-            float(self.get("cash")) + sum(q * prices.get(s, 0.0) for s, q in self.positions().items()),
-            2,
-        )
+        prices: dict[str, float] = self.get("prices")
+        marks = sum(q * float(prices.get(s, 0.0)) for s, q in self.positions().items())
+        return round(float(self.get("cash")) + marks, 2)
 
     def submit(
         self,

@@ -20,7 +20,15 @@ from filelock import FileLock
 from . import db, ledger, market, safety
 from .broker import World
 from .errors import BadRequest, BrokerUnavailable, NotInitialized, Refused
-from .fsutil import append_line, atomic_write_json, canonical_json, iso_utc, read_json, wall_ms
+from .fsutil import (
+    append_line,
+    atomic_write_json,
+    canonical_json,
+    iso_utc,
+    read_json,
+    sha256_json,
+    wall_ms,
+)
 from .paths import Layout
 from .settings import DEFAULT_SETTINGS, SCHEMA, config_hash, dump_yaml, load_settings
 
@@ -460,7 +468,8 @@ class Core:
             local = dict(broker)
         tol = float(self._s("reconcile", "tolerance_qty"))
         crit = float(self._s("reconcile", "critical_drift_pct"))
-        drift, missing = [], []
+        drift: list[dict[str, Any]] = []
+        missing: list[str] = []
         for sym in sorted(set(local) | set(broker)):
             lq, bq = local.get(sym, 0.0), broker.get(sym)
             if bq is None and abs(lq) > tol:
@@ -719,7 +728,7 @@ class Core:
                 raise
             target, idx = entries[0], 0
         try:
-            from_hash = ledger.sha256_json(ledger.current_state(self.lay))
+            from_hash = sha256_json(ledger.current_state(self.lay))
         except (OSError, ValueError):
             from_hash = None
         plan = {"dry_run": dry_run, "from_hash": from_hash, "head_hash": entries[-1]["sha256"],

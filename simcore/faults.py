@@ -44,7 +44,7 @@ def _remember(core: Core, name: str, undo: dict[str, Any]) -> None:
 def _forget(core: Core, name: str) -> dict[str, Any] | None:
     with core.session() as (w, _c), db.tx(w.conn):
         faults = w.get("faults", {})
-        undo = faults.pop(name, None)
+        undo: dict[str, Any] | None = faults.pop(name, None)
         w.set("faults", faults)
         return undo
 

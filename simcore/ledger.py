@@ -91,7 +91,7 @@ def verify(lay: Layout) -> list[str]:
             problems.append(f"ledger entry {i}: prev {e.get('prev')} != {prev}")
         if sha256_json(e.get("state")) != e.get("sha256"):
             problems.append(f"ledger entry {i}: sha256 does not match its state")
-        prev = e.get("sha256")
+        prev = str(e.get("sha256"))
     try:
         cur = sha256_json(current_state(lay))
     except (OSError, ValueError) as exc:

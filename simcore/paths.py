@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CSV_NAME = "XAUUSD_M1_live.csv"
 
@@ -79,7 +80,7 @@ class Layout:
     def backups(self) -> Path:
         return self.root / "backups"
 
-    def db_path(self, settings: dict) -> Path:
+    def db_path(self, settings: dict[str, Any]) -> Path:
         """The SQLite state file named by settings `db_path` (relative to the root)."""
         p = Path(str(settings.get("db_path", "state/core.db")))
         return p if p.is_absolute() else self.root / p

@@ -148,7 +148,8 @@ def parse_yaml(text: str) -> dict[str, Any]:
     A document starting with `{` is parsed as JSON (JSON is YAML too).
     """
     if text.lstrip().startswith("{"):
-        return json.loads(text)
+        loaded: dict[str, Any] = json.loads(text)
+        return loaded
     root: dict[str, Any] = {}
     stack: list[tuple[int, dict[str, Any]]] = [(-1, root)]
     for lineno, raw in enumerate(text.splitlines(), 1):
