@@ -54,7 +54,13 @@ def _flag(v: str) -> bool:
 def cmd_init(a: argparse.Namespace) -> int:
     from .core import DEFAULT_START_MS, Core
 
-    core = Core.init(Path(a.dir), seed=a.seed, start_ms=a.start_ms or DEFAULT_START_MS)
+    if a.start_ms == "now":  # align the simulated clock with the wall clock (demos)
+        from .fsutil import wall_ms
+
+        start = wall_ms() // 60_000 * 60_000
+    else:
+        start = int(a.start_ms) if a.start_ms else DEFAULT_START_MS
+    core = Core.init(Path(a.dir), seed=a.seed, start_ms=start)
     print(f"initialized {core.root} seed={a.seed} schema_version=3")
     return 0
 
@@ -183,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("init", cmd_init, "create a core directory")
     sp.add_argument("dir")
     sp.add_argument("--seed", type=int, default=7)
-    sp.add_argument("--start-ms", type=int, default=None, help="simulated start time (ms)")
+    sp.add_argument("--start-ms", default=None,
+                    help="simulated start time in ms, or 'now' (default 2026-01-22T00:00:00Z)")
     add("status", cmd_status, "print the core status").add_argument("--json", action="store_true")
     sp = add("tick", cmd_tick, "advance simulated time")
     sp.add_argument("--n", type=int, default=1)

@@ -126,8 +126,10 @@ class Core:
         if lock:
             lock.acquire()
         world = World(self.lay.world_db)
-        if not self.db_path.exists() and not write:
+        if not self.db_path.exists():
             world.close()
+            if lock:
+                lock.release()
             raise NotInitialized(f"core db missing: {self.db_path} (run: simcore rebuild-db)")
         conn = db.connect(self.db_path)
         try:
@@ -567,7 +569,10 @@ class Core:
                 if safety.escalate(c, now, "HALT", "SCHEMA_VERSION_MISMATCH",
                                    f"schema_version={st.get('schema_version')} expected {db.SCHEMA_VERSION}"):
                     events.append("HALT SCHEMA_VERSION_MISMATCH")
-        if self.lay.kill_switch.exists() and db.get_state(c).get("safety_mode") != "HALT":
+        if self.lay.kill_switch.exists() and (
+            db.get_state(c).get("safety_mode") != "HALT"
+            or c.execute("SELECT 1 FROM order_results WHERE status IN ('PENDING','NEW','OPEN')").fetchone()
+        ):
             self._engage(w, c, "KILL_SWITCH file present", "simcore", "KILL_SWITCH_ENGAGED")
             events.append("HALT KILL_SWITCH_ENGAGED")
         bars = self._ingest(w, c, now, events)

@@ -165,7 +165,7 @@ def rebuild_db(root: Path, config: Path, schema: Path, backup: bool, force: bool
                 lines.append(f"backup={dest}")
             path.unlink()
         path.parent.mkdir(parents=True, exist_ok=True)
-    _create_db(core)
+        _create_db(core)
     return 0, [*lines, f"db_path={path}", f"schema_version={db.SCHEMA_VERSION}", "db_rebuilt"]
 
 

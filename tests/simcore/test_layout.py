@@ -64,3 +64,18 @@ def test_cli_db_hash_and_status(core_dir: Path) -> None:
     res = run(core_dir, "status")
     assert "safety_mode=ARMED_LIVE" in res.stdout
     assert "sim_now_utc=2026-01-22T00:03:00Z" in res.stdout
+
+
+def test_root_option_anywhere_and_env(core_dir: Path, tmp_path: Path) -> None:
+    assert "safety_mode=ARMED_LIVE" in run(tmp_path, "status", "--root", str(core_dir)).stdout
+    assert "safety_mode=ARMED_LIVE" in run(tmp_path, "--root", str(core_dir), "status").stdout
+    res = run(tmp_path, "status", env={"SIMCORE_ROOT": str(core_dir)})
+    assert res.returncode == 0 and "schema_version=3" in res.stdout
+    res = run(tmp_path, "status")
+    assert res.returncode == 1 and "not a simcore directory" in res.stderr
+
+
+def test_missing_db_is_a_clear_error(core_dir: Path) -> None:
+    (core_dir / "state/core.db").unlink()
+    res = run(core_dir, "tick")
+    assert res.returncode == 1 and "rebuild-db" in res.stderr
