@@ -70,6 +70,8 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         return tuple(resolve(v) for v in ([value] if isinstance(value, str) else value or []))
 
     core = {**DEFAULTS["core"], **(merged.get("core") or {})}
+    if core.get("root"):
+        core["root"] = str(resolve(core["root"]))
     return Config(
         base=base,
         runbook_paths=listing(merged["runbook_paths"]),

@@ -252,7 +252,8 @@ def _plugin_problems(doc: Document, runbook: Runbook, registry: Registry) -> lis
                 problems.append(doc.problem(with_key, f"with: expected a mapping, got {_type_name(params)}", step.id))
                 continue
             problems += _params_problems(doc, registry.get(kind, step.plugin), params, with_key, step.id)
-            if (kind == "action" and step.plugin == "killswitch.release") and not _approved_before(runbook, step):
+            releases = step.plugin == "killswitch.release" or (step.plugin == "core.kill_switch" and params.get("engage") is False)
+            if kind == "action" and releases and not _approved_before(runbook, step):
                 problems.append(doc.problem(key, "killswitch.release must follow an approve step (expected an approve step on every route to it)", step.id))
     return problems
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 RUNBOOK = str(Path(sys.executable).with_name("runbook"))
+SIMCORE = str(Path(sys.executable).with_name("simcore"))
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -75,3 +77,54 @@ class Workspace:
 def ws(tmp_path: Path) -> Workspace:
     """An empty workspace."""
     return Workspace(tmp_path)
+
+
+class SimWorkspace(Workspace):
+    """A workspace wired to a fresh simulated trading core in `core/` and the repo's runbook library.
+
+    `runbook.yaml` points the `core.*` plugins at `core/` (adapter `sim`, or `http` when
+    `core_url` is given) and the kill switch at `core/KILL_SWITCH`; the params profiles in
+    `profiles/` use paths relative to this directory.
+    """
+
+    def __init__(self, root: Path, seed: int = 7) -> None:
+        super().__init__(root)
+        subprocess.run([SIMCORE, "init", str(root / "core"), "--seed", str(seed)], check=True,
+                       capture_output=True, text=True)
+        self.configure()
+
+    def configure(self, core_url: str | None = None) -> None:
+        """(Re)write runbook.yaml, for the sim adapter or the HTTP API at `core_url`."""
+        core = f"{{adapter: http, url: '{core_url}'}}" if core_url else "{adapter: sim, root: core}"
+        self.write("runbook.yaml", f"""
+            runbook_paths: [{REPO / 'runbooks'}, runbooks]
+            core: {core}
+            kill_switch: core/KILL_SWITCH
+            """)
+
+    def simcore(self, *args: str) -> Result:
+        """Run `simcore --root core ARGS...`."""
+        proc = subprocess.run([SIMCORE, "--root", str(self.root / "core"), *args], cwd=self.root,
+                              capture_output=True, text=True, timeout=60)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def profile(self, system: str) -> str:
+        """The path of the repo's sim params profile for a system (e.g. `xauusd`)."""
+        return str(REPO / "profiles" / f"{system}-sim.yaml")
+
+    def state_hash(self) -> str:
+        """sha256 over every file (path and bytes) under core/: equal before and after = untouched."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        core = self.root / "core"
+        for path in sorted(p for p in core.rglob("*") if p.is_file() and not p.name.endswith(".flock")):
+            digest.update(str(path.relative_to(core)).encode())
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> SimWorkspace:
+    """A workspace with a fresh simulated core (seed 7)."""
+    return SimWorkspace(tmp_path)

@@ -1,0 +1,171 @@
+"""The trading-core adapter used by the `core.*` plugins: `sim` (in-process simcore) or `http`.
+
+Chosen in runbook.yaml: `core: {adapter: sim, root: DIR}` or `core: {adapter: http, url: URL}`;
+a step may override with `with: {core_root: DIR}` or `with: {core_url: URL}`. The HTTP contract
+is docs/core-http-api.md, so a real trading core can stand behind the same runbooks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.errors import PluginError
+from engine.plugins import StepContext
+
+CORE_PARAMS: dict[str, Any] = {
+    "core_root": {"type": "string", "description": "sim adapter: the simulated core's directory (overrides runbook.yaml)"},
+    "core_url": {"type": "string", "description": "http adapter: base URL of the core's API (overrides runbook.yaml)"},
+}
+
+
+class CoreAdapter(Protocol):
+    """The operations runbooks perform on a trading core."""
+
+    def status(self) -> dict[str, Any]: ...
+    def positions(self) -> dict[str, Any]: ...
+    def open_orders(self) -> list[dict[str, Any]]: ...
+    def find_order(self, client_order_id: str) -> dict[str, Any]: ...
+    def set_safety_mode(self, mode: str, reason_code: str, reason_message: str, actor: str,
+                        allow_non_halt: bool) -> dict[str, Any]: ...
+    def cancel_all_orders(self, client_token: str, actor: str) -> dict[str, Any]: ...
+    def reduce_only_order(self, order: Mapping[str, Any]) -> dict[str, Any]: ...
+    def kill_switch(self, engage: bool, reason: str, actor: str) -> dict[str, Any]: ...
+
+
+class SimAdapter:
+    """Calls simcore.core.Core in-process."""
+
+    def __init__(self, root: Path) -> None:
+        from simcore.core import Core
+        from simcore.errors import SimcoreError
+
+        self._errors = SimcoreError
+        try:
+            self.core = Core(root)
+        except SimcoreError as exc:
+            raise PluginError(f"trading core at {root}: {exc}") from None
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.core, name)(*args, **kwargs)
+        except self._errors as exc:
+            raise PluginError(f"core refused {name}: {type(exc).__name__}: {exc}") from None
+
+    def status(self) -> dict[str, Any]:
+        return self._call("status")
+
+    def positions(self) -> dict[str, Any]:
+        return self._call("positions")
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        return self._call("open_orders")
+
+    def find_order(self, client_order_id: str) -> dict[str, Any]:
+        return self._call("find_order", client_order_id)
+
+    def set_safety_mode(self, mode: str, reason_code: str, reason_message: str, actor: str,
+                        allow_non_halt: bool) -> dict[str, Any]:
+        return self._call("set_safety_mode", mode, reason_code, reason_message, actor=actor,
+                          allow_non_halt=allow_non_halt)
+
+    def cancel_all_orders(self, client_token: str, actor: str) -> dict[str, Any]:
+        return self._call("cancel_all_orders", client_token=client_token, actor=actor)
+
+    def reduce_only_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("reduce_only_order", **order)
+
+    def kill_switch(self, engage: bool, reason: str, actor: str) -> dict[str, Any]:
+        return self._call("kill_switch", engage, reason, actor=actor)
+
+
+class HttpAdapter:
+    """Speaks the HTTP API of docs/core-http-api.md."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json", "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+            except ValueError:
+                detail = exc.reason
+            raise PluginError(f"core refused {method} {path}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise PluginError(f"trading core at {self.url} unreachable: {getattr(exc, 'reason', exc)}") from None
+
+    def status(self) -> dict[str, Any]:
+        return self._request("GET", "/state")
+
+    def positions(self) -> dict[str, Any]:
+        return self._request("GET", "/positions")
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/orders").get("orders", []))
+
+    def find_order(self, client_order_id: str) -> dict[str, Any]:
+        from urllib.parse import quote
+
+        return self._request("GET", f"/orders/by-client-id/{quote(client_order_id, safe='')}")
+
+    def set_safety_mode(self, mode: str, reason_code: str, reason_message: str, actor: str,
+                        allow_non_halt: bool) -> dict[str, Any]:
+        return self._request("POST", "/safety-mode", {"mode": mode, "reason_code": reason_code,
+                             "reason_message": reason_message, "actor": actor, "allow_non_halt": allow_non_halt})
+
+    def cancel_all_orders(self, client_token: str, actor: str) -> dict[str, Any]:
+        return self._request("POST", "/orders/cancel-all", {"client_token": client_token, "actor": actor})
+
+    def reduce_only_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/orders/reduce-only", dict(order))
+
+    def kill_switch(self, engage: bool, reason: str, actor: str) -> dict[str, Any]:
+        return self._request("POST", "/kill-switch", {"engage": engage, "reason": reason, "actor": actor})
+
+
+def connect(params: Mapping[str, Any], ctx: StepContext) -> CoreAdapter:
+    """The adapter for this step: step overrides first, then runbook.yaml's `core:` settings."""
+    settings = dict(ctx.settings.get("core") or {})
+    if params.get("core_url"):
+        settings.update(adapter="http", url=params["core_url"])
+    elif params.get("core_root"):
+        settings.update(adapter="sim", root=params["core_root"])
+    adapter = settings.get("adapter", "sim")
+    if adapter == "http":
+        if not settings.get("url"):
+            raise PluginError("core adapter 'http' needs core.url in runbook.yaml")
+        return HttpAdapter(str(settings["url"]), float(settings.get("timeout", 10)))
+    if adapter == "sim":
+        return SimAdapter(ctx.resolve(str(settings.get("root", "."))))
+    raise PluginError(f"unknown core adapter {adapter!r} (expected sim or http)")
+
+
+def drift(positions: Mapping[str, Any], tolerance: float) -> dict[str, Any]:
+    """Local vs broker positions: per-symbol differences beyond `tolerance`."""
+    local = positions.get("local") or {}
+    broker = positions.get("broker")
+    if broker is None:
+        return {"reachable": False, "drift": [], "missing_symbols": [], "error": positions.get("broker_error")}
+    rows, missing = [], []
+    for symbol in sorted(set(local) | set(broker)):
+        lq, bq = float(local.get(symbol, 0.0)), broker.get(symbol)
+        if bq is None and abs(lq) > tolerance:
+            missing.append(symbol)
+        diff = round(float(bq or 0.0) - lq, 10)
+        if abs(diff) > tolerance:
+            scale = max(abs(lq), abs(float(bq or 0.0))) or 1.0
+            rows.append({"symbol": symbol, "local": lq, "broker": bq, "diff": diff, "pct": round(abs(diff) / scale * 100, 4)})
+    return {"reachable": True, "drift": rows, "missing_symbols": missing}
