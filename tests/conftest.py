@@ -52,6 +52,7 @@ class Workspace:
         """The environment the CLI runs with."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
         env["RUNBOOK_OPERATOR"] = "tester"
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.update(extra or {})
         return env
 
