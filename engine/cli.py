@@ -371,10 +371,20 @@ def _evidence(args: argparse.Namespace) -> int:
     directory = _bundle_dir(args, args.target)
     if args.evidence_command == "verify":
         from engine.config import load_config
+        from engine.errors import StateCorrupt
         from engine.evidence import verify_bundle
+        from engine.runs import RunStore, UnknownRun
 
-        key = os.environ.get(load_config(args.config).signing_key_env) or None
+        config = load_config(args.config)
+        key = os.environ.get(config.signing_key_env) or None
         summary = verify_bundle(directory, key)
+        try:
+            record = RunStore(config.state_dir).load(str(summary["run_id"]))
+        except UnknownRun:
+            record = None
+        if record is not None and record.last_event_hash and record.last_event_hash != summary["last_event_hash"]:
+            raise StateCorrupt(f"{directory / 'events.jsonl'}: last record hash differs from the one the state "
+                               f"directory kept for run {record.run_id} (the log was rewritten)")
         print(f"OK {directory}: {summary['events']} events, {summary['files']} files, chain intact"
               f"{', signature valid' if summary['signed'] and key else ''}; outcome {summary['outcome']}")
         return 0
