@@ -329,10 +329,11 @@ class Interpreter:
             self._kill_switch_gate(step)
         if mutating and self.dry:
             return self._plan(step, plugin, params, ctx, attempt, index)
-        self.log.record("step_started", step.id, {"kind": step.kind, "plugin": step.plugin, "attempt": attempt,
-                                                "item": index, "mutates": mutating,
-                                                "token": ctx.idempotency_token if mutating else None,
-                                                "params": params if mutating else None}, sync=mutating)
+        started: dict[str, Any] = {"kind": step.kind, "plugin": step.plugin, "attempt": attempt, "item": index,
+                                   "mutates": mutating}
+        if mutating:
+            started.update(token=ctx.idempotency_token, params=params)
+        self.log.record("step_started", step.id, started, sync=mutating)
         begin = time.perf_counter()
         try:
             with signals.interruptible():
