@@ -180,9 +180,10 @@ def test_an_intact_bundle_verifies(ws: Workspace) -> None:
 
 
 @pytest.mark.parametrize("name", list(TAMPERING))
-def test_any_change_is_detected_naming_the_file(ws: Workspace, name: str) -> None:
+def test_any_change_is_detected_naming_the_file(ws: Workspace, pristine: Path, name: str) -> None:
     """Changed, added or removed content: exit 30 naming what broke."""
-    bundle = audited_bundle(ws)
+    bundle = ws.root / "copy" / pristine.name
+    shutil.copytree(pristine, bundle)
     tamper, named = TAMPERING[name]
     tamper(bundle)
     code, text = verify(ws, bundle)
