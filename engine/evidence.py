@@ -133,6 +133,23 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
+def _check_manifest_fields(path: Path, manifest: dict[str, Any], started: dict[str, Any],
+                           finished: dict[str, Any] | None) -> None:
+    """The manifest must say what the chain says (an unsigned manifest is otherwise editable)."""
+    pairs = [("mode", started.get("mode")), ("runbook_sha256", started.get("sha256")),
+             ("operator", started.get("operator")), ("runbook", started.get("runbook"))]
+    run = started.get("run") or {}
+    if run.get("id"):
+        pairs.append(("run_id", run["id"]))
+    if manifest.get("status") == "finished":
+        if finished is None:
+            raise StateCorrupt(f"{path}: says the run finished but the event log has no run_finished record")
+        pairs += [("outcome", finished.get("outcome")), ("exit_code", finished.get("exit_code"))]
+    for field, expected in pairs:
+        if expected is not None and manifest.get(field) != expected:
+            raise StateCorrupt(f"{path}: {field} {manifest.get(field)!r} does not match the event log ({expected!r})")
+
+
 def write_manifest(directory: Path, fields: dict[str, Any], last_hash: str, event_count: int,
                    signing_key: str | None = None) -> dict[str, Any]:
     """Write manifest.json: run fields, the sha256 of every file in the bundle, the last event hash."""
@@ -162,6 +179,8 @@ def verify_bundle(directory: Path, signing_key: str | None = None) -> dict[str, 
     if not events_path.exists():
         raise StateCorrupt(f"{events_path}: missing event log")
     prev, seq, count = GENESIS, 0, 0
+    started: dict[str, Any] = {}
+    finished: dict[str, Any] | None = None
     with events_path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             where = f"{events_path}:{number}"
@@ -179,6 +198,10 @@ def verify_bundle(directory: Path, signing_key: str | None = None) -> dict[str, 
             if record.get("seq") != seq + 1:
                 raise StateCorrupt(f"{where}: expected seq {seq + 1}, found {record.get('seq')} (record missing or reordered)")
             prev, seq, count = claimed, seq + 1, count + 1
+            if record.get("type") == "run_started" and not started:
+                started = record.get("data") or {}
+            elif record.get("type") == "run_finished":
+                finished = record.get("data") or {}
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
         raise StateCorrupt(f"{manifest_path}: missing manifest")
@@ -188,6 +211,12 @@ def verify_bundle(directory: Path, signing_key: str | None = None) -> dict[str, 
         raise StateCorrupt(f"{manifest_path}: not valid JSON") from None
     if manifest.get("last_event_hash") != prev:
         raise StateCorrupt(f"{manifest_path}: last_event_hash does not match the event log (records added or removed)")
+    signature = manifest.get("signature")
+    if signature and signing_key and not hmac.compare_digest(signature.get("value", ""), _sign(manifest, signing_key)):
+        raise StateCorrupt(f"{manifest_path}: signature does not match")
+    if signing_key and not signature:
+        raise StateCorrupt(f"{manifest_path}: manifest is not signed but a signing key is configured")
+    _check_manifest_fields(manifest_path, manifest, started, finished)
     listed = manifest.get("files", {})
     present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST}
     for name in sorted(listed):
@@ -198,10 +227,5 @@ def verify_bundle(directory: Path, signing_key: str | None = None) -> dict[str, 
     extra = sorted(present - set(listed))
     if extra:
         raise StateCorrupt(f"{directory / extra[0]}: file is not listed in the manifest (added after the run)")
-    signature = manifest.get("signature")
-    if signature and signing_key and not hmac.compare_digest(signature.get("value", ""), _sign(manifest, signing_key)):
-        raise StateCorrupt(f"{manifest_path}: signature does not match")
-    if signing_key and not signature:
-        raise StateCorrupt(f"{manifest_path}: manifest is not signed but a signing key is configured")
     return {"directory": str(directory), "events": count, "files": len(listed), "last_event_hash": prev,
             "signed": bool(signature), "outcome": manifest.get("outcome"), "run_id": manifest.get("run_id")}

@@ -154,6 +154,9 @@ class Interpreter:
             while position is not None:
                 signals.check()
                 step = self.rb.step(position)
+                if isinstance(step, EndStep) and step.when is not None and not self._holds(step.when):
+                    position = self._route(step, StepResult("skipped", extra={"when": step.when}))
+                    continue
                 if isinstance(step, EndStep):
                     self._record_end(step)
                     message = self._message(step)
@@ -165,6 +168,12 @@ class Interpreter:
             if self.halted and outcome in (Outcome.SUCCESS, Outcome.BUSINESS_REJECT, Outcome.BUSINESS_SKIP):
                 return Outcome.ANOMALY_HALT, f"kill switch engaged ({self.svc.kill_switch}); {done.message}".rstrip("; ")
             return outcome, done.message
+
+    def _holds(self, expr: str) -> bool:
+        try:
+            return bool(evaluate(expr, self.scope()))
+        except ExpressionError:
+            return True
 
     def _record_end(self, step: EndStep) -> None:
         self.log.record("step_started", step.id, {"kind": "end"}, sync=False)
@@ -387,9 +396,14 @@ class Interpreter:
                 self.log.artifact(step.id, f"{name}.txt", value[:MAX_ARTIFACT_CHARS])
         for key in step.evidence:
             if key in output:
-                import json
+                value = output[key]
+                if isinstance(value, str):
+                    self.log.artifact(step.id, f"{key}.txt", value[:MAX_ARTIFACT_CHARS])
+                else:
+                    import json
 
-                self.log.artifact(step.id, f"{key}.json", json.dumps(output[key], indent=2, default=str, sort_keys=True))
+                    clean = self.log.redactor.data(value)
+                    self.log.artifact(step.id, f"{key}.json", json.dumps(clean, indent=2, default=str, sort_keys=True))
 
     def _kill_switch_gate(self, step: Step) -> None:
         path = self.svc.kill_switch

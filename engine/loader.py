@@ -35,12 +35,19 @@ _INF = re.compile(r"^[-+]?\.(inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(nan|NaN|NAN)$")
 
 _TAG = "tag:yaml.org,2002:"
+_PLAIN = "tag:runbook-engine,2026:plain"
 
 
 class _ComposeOnly(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """Composes nodes without YAML 1.1 implicit typing (the loader resolves scalars itself)."""
 
     yaml_implicit_resolvers: dict = {}
+
+    def resolve(self, kind: type, value: str | None, implicit: tuple[bool, bool]) -> str:
+        """Untagged plain scalars get a private tag so an explicit `!!str` can be told apart."""
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _PLAIN
+        return str(super().resolve(kind, value, implicit))
 
 
 @dataclass
@@ -100,11 +107,16 @@ def load_text(raw: bytes | str, path: str = "<string>") -> Document:
         raise InvalidRunbook([Problem(path, line, col, None, f"YAML syntax error: {what}{context}")]) from None
     except yaml.YAMLError as exc:
         raise InvalidRunbook([Problem(path, None, None, None, f"YAML error: {exc}")]) from None
+    except RecursionError:
+        raise InvalidRunbook([Problem(path, None, None, None, "YAML nested too deeply (expected a runbook-shaped document)")]) from None
     doc = Document(path=path, data=None, sha256=digest, text=text)
     if node is None:
         return doc
     builder = _Builder(doc)
-    doc.data = builder.build(node, ())
+    try:
+        doc.data = builder.build(node, ())
+    except RecursionError:
+        raise InvalidRunbook([Problem(path, None, None, None, "YAML nested too deeply (expected a runbook-shaped document)")]) from None
     if builder.problems:
         raise InvalidRunbook(builder.problems)
     return doc
@@ -132,7 +144,7 @@ class _Builder:
     def _mapping(self, node: yaml.MappingNode, key: Key) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == _TAG + "merge" or (isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and key_node.style is None):
+            if key_node.tag == _TAG + "merge" or (isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and not key_node.style):
                 self._flag(key_node, "YAML merge keys (<<) are not supported (expected plain keys)")
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
@@ -152,8 +164,10 @@ class _Builder:
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         value, tag = node.value, node.tag
+        if tag == _PLAIN:
+            return resolve_plain(value)
         if tag == _TAG + "str":
-            return resolve_plain(value) if not node.style else value
+            return value
         explicit = {
             _TAG + "null": lambda v: None,
             _TAG + "bool": lambda v: _bool(v),

@@ -301,6 +301,11 @@ class Workspace:
         state = replay(events, runbook) if runbook else Replayed()
         if state.finished:
             outcome = Outcome(state.finished["outcome"])
+            if record.status != "finished":
+                record.status, record.outcome, record.exit_code = "finished", outcome.value, outcome.exit_code
+                record.ended_at, record.waiting_for = record.ended_at or utc_now(), None
+                self._seal(record, EventLog(directory, Redactor()))
+                self.reporter.message(f"run {run_id} had finished {outcome.value} before its process ended; bundle sealed")
             self.reporter.message(f"run {run_id} already finished {outcome.value}; nothing to do")
             return RunResult(run_id, record.runbook, outcome, state.finished.get("message", ""), directory, record.mode)
         if runbook is None or current is None:

@@ -25,10 +25,9 @@ from engine.model import (
     Runbook,
     Step,
     WaitStep,
-    parse_duration,
 )
 from engine.plugins import Registry
-from engine.schema import KIND_KEYS, RUNBOOK_SCHEMA
+from engine.schema import DURATION, KIND_KEYS, RUNBOOK_SCHEMA
 
 ROOT_NAMES = {"params", "env", "run", "steps", "trigger", "now"}
 RUN_FIELDS = {"id", "mode", "runbook", "started_at", "operator"}
@@ -49,7 +48,7 @@ def validate_document(
     problems = _schema_problems(doc)
     problems += _structure_problems(doc)
     if problems:
-        return None, _sorted(problems)
+        return None, _sorted(problems + _partial_problems(doc, registry))
     runbook = build_runbook(data, doc.path, doc.sha256, doc.positions)
     problems += _graph_problems(doc, runbook)
     problems += _plugin_problems(doc, runbook, registry)
@@ -57,6 +56,25 @@ def validate_document(
     if library is not None:
         problems += _call_problems(doc, runbook, library)
     return (None if problems else runbook), _sorted(problems)
+
+
+def _partial_problems(doc: Document, registry: Registry) -> list[Problem]:
+    """Plugin and name problems of the well-formed steps of a file that has schema problems elsewhere."""
+    from jsonschema import Draft202012Validator
+
+    data = doc.data
+    steps = data.get("steps")
+    placeholder = {**data, "steps": [{"id": "placeholder", "end": "SUCCESS"}]}
+    if not isinstance(steps, list) or not _runbook_validator().is_valid(placeholder):
+        return []
+    step_validator = Draft202012Validator(RUNBOOK_SCHEMA["properties"]["steps"]["items"])
+    good = [i for i, raw in enumerate(steps)
+            if isinstance(raw, dict) and step_validator.is_valid(raw) and len(step_kind(raw)) == 1]
+    if not good:
+        return []
+    ids = {raw["id"] for raw in steps if isinstance(raw, dict) and isinstance(raw.get("id"), str)}
+    partial = build_runbook({**data, "steps": [steps[i] for i in good]}, doc.path, doc.sha256)
+    return _plugin_problems(doc, partial, registry, good) + _name_problems(doc, partial, good, ids)
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
@@ -99,7 +117,10 @@ def _schema_problems(doc: Document) -> list[Problem]:
 def _schema_problem(doc: Document, error: Any, prefix: Key, step: str | None = None) -> Problem:
     path: Key = prefix + tuple(error.absolute_path)
     step = step or _step_id(doc, path)
-    what = "/".join(str(p) for p in error.absolute_path) or "top level"
+    relative = list(error.absolute_path)
+    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int) and not prefix:
+        relative = relative[2:]
+    what = "/".join(str(p) for p in relative) or ("step" if step else "top level")
     validator, instance, schema = error.validator, error.instance, error.schema
     if validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
@@ -114,6 +135,8 @@ def _schema_problem(doc: Document, error: Any, prefix: Key, step: str | None = N
     if validator == "type":
         expected = schema["type"] if isinstance(schema["type"], str) else " or ".join(schema["type"])
         return doc.problem(path, f"{what}: expected {expected}, got {_type_name(instance)}", step)
+    if validator == "pattern" and schema.get("pattern") == DURATION["pattern"]:
+        return doc.problem(path, f"{what}: bad duration {instance!r} (expected a number and a unit: 500ms, 30s, 5m, 1h)", step)
     if validator == "pattern":
         hint = schema.get("description") or f"matching {schema['pattern']}"
         return doc.problem(path, f"{what}: {instance!r} is not valid (expected {hint})", step)
@@ -145,15 +168,8 @@ def _structure_problems(doc: Document) -> list[Problem]:
             if sid in seen:
                 problems.append(doc.problem(("steps", i, "id"), f"duplicate step id '{sid}' (first used by step #{seen[sid] + 1})", sid))
             seen.setdefault(sid, i)
-        for key, sub in (("timeout", ()), ("retry", ("delay",)), ("wait", ("every",)), ("wait", ("timeout",))):
-            value = raw.get(key)
-            for part in sub:
-                value = value.get(part) if isinstance(value, dict) else None
-            if isinstance(value, str):
-                try:
-                    parse_duration(value)
-                except ValueError as exc:
-                    problems.append(doc.problem(("steps", i, key) + sub, str(exc), sid))
+        if "for_each" in raw and kinds and kinds[0] not in ("check", "action"):
+            problems.append(doc.problem(("steps", i, "for_each"), f"for_each is not supported on a {kinds[0]} step (expected a check or action step)", sid))
         if kinds == ["end"] and any(k in raw for k in ("goto", "on_fail", "rollback", "retry", "for_each")):
             problems.append(doc.problem(("steps", i), "an end step cannot route, retry or loop (expected only end and message)", sid))
     return problems
@@ -165,7 +181,7 @@ def _structure_problems(doc: Document) -> list[Problem]:
 def successors(runbook: Runbook, step: Step) -> list[str]:
     """Where control can go after `step` (END for falling off the last step)."""
     if isinstance(step, EndStep):
-        return []
+        return [runbook.next_of(step) or END] if step.when else []
     out: list[str] = []
     if isinstance(step, DecideStep):
         out += [b.goto for b in step.branches]
@@ -234,9 +250,11 @@ def _cycle_can_exit(runbook: Runbook, component: set[str]) -> bool:
 # -- plugins ----------------------------------------------------------------
 
 
-def _plugin_problems(doc: Document, runbook: Runbook, registry: Registry) -> list[Problem]:
+def _plugin_problems(doc: Document, runbook: Runbook, registry: Registry,
+                     indices: list[int] | None = None) -> list[Problem]:
     problems: list[Problem] = []
-    for i, step in enumerate(runbook.steps):
+    for n, step in enumerate(runbook.steps):
+        i = indices[n] if indices else n
         if isinstance(step, (CheckStep, ActionStep, WaitStep)):
             kind = "action" if isinstance(step, ActionStep) else "check"
             key: Key = ("steps", i, "wait", "check") if isinstance(step, WaitStep) else ("steps", i, kind)
@@ -253,7 +271,7 @@ def _plugin_problems(doc: Document, runbook: Runbook, registry: Registry) -> lis
                 continue
             problems += _params_problems(doc, registry.get(kind, step.plugin), params, with_key, step.id)
             releases = step.plugin == "killswitch.release" or (step.plugin == "core.kill_switch" and params.get("engage") is False)
-            if kind == "action" and releases and not _approved_before(runbook, step):
+            if kind == "action" and releases and indices is None and not _approved_before(runbook, step):
                 problems.append(doc.problem(key, "killswitch.release must follow an approve step (expected an approve step on every route to it)", step.id))
     return problems
 
@@ -305,10 +323,12 @@ def _approved_before(runbook: Runbook, target: Step) -> bool:
 # -- names in expressions and templates ---------------------------------------
 
 
-def _name_problems(doc: Document, runbook: Runbook) -> list[Problem]:
+def _name_problems(doc: Document, runbook: Runbook, indices: list[int] | None = None,
+                   all_ids: set[str] | None = None) -> list[Problem]:
     problems: list[Problem] = []
-    ids = {s.id for s in runbook.steps}
-    for i, step in enumerate(runbook.steps):
+    ids = all_ids if all_ids is not None else {s.id for s in runbook.steps}
+    for n, step in enumerate(runbook.steps):
+        i = indices[n] if indices else n
         for key, source, is_expr, extra in _sources(step, runbook):
             try:
                 free, paths = references(source, is_expression=is_expr)

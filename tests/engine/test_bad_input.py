@@ -242,8 +242,6 @@ def test_all_structural_problems_are_reported_at_once(ws: Workspace) -> None:
     assert "duplicate step id 'mark'" in result.err
 
 
-@pytest.mark.xfail(reason="BUG: a schema problem hides every graph, plugin and name problem of the file "
-                          "(validate.py:53 returns before the later checks)", strict=True)
 def test_schema_and_name_problems_are_reported_together(ws: Workspace) -> None:
     """An unknown key in one step and an undefined name in another: both reported."""
     ws.write("runbooks/bad.yaml", with_steps("""
@@ -260,8 +258,6 @@ def test_schema_and_name_problems_are_reported_together(ws: Workspace) -> None:
     assert "unknown name 'nope'" in result.err
 
 
-@pytest.mark.xfail(reason="BUG: a bad duration is reported twice, by the schema and by the structure check "
-                          "(validate.py:140-148 repeats schema.py DURATION)", strict=True)
 def test_a_bad_duration_is_reported_once(ws: Workspace) -> None:
     """One bad duration is one problem."""
     ws.write("runbooks/bad.yaml", with_steps("- id: x\n  check: noop\n  timeout: 5 minutes\n"))
@@ -274,8 +270,6 @@ def test_a_bad_duration_is_reported_once(ws: Workspace) -> None:
     pytest.param("[" * 3000 + "]" * 3000, id="deeply nested flow sequences"),
     pytest.param("&loop [*loop]", id="self-referencing alias"),
 ])
-@pytest.mark.xfail(reason="BUG: RecursionError escapes the loader (loader.py:_Builder.build is recursive and "
-                          "yaml.compose recurses); the CLI reports an internal error, exit 50", strict=True)
 def test_pathological_yaml_is_data_invalid(ws: Workspace, body: str) -> None:
     """Small files that nest without end: exit 20 with a message, not an internal error."""
     ws.write("runbooks/bad.yaml", HEAD.replace("version: 1\n", f"version: 1\ndescription: {body}\n"))

@@ -42,9 +42,6 @@ def test_special_floats() -> None:
     assert math.isnan(value_of(".nan"))
 
 
-@pytest.mark.xfail(reason="BUG: an explicit !!str tag is ignored for plain scalars: `!!str 1` loads as int 1 "
-                          "and `!!str` (empty) as None (loader.py:145 resolves every str-tagged plain scalar)",
-                   strict=True)
 def test_explicit_str_tag_keeps_a_string() -> None:
     """`!!str 1` is the string "1"."""
     assert value_of("!!str 1") == "1"
@@ -68,8 +65,6 @@ def test_unsafe_or_unknown_tags_are_located_problems(text: str, message: str) ->
     assert problem.line == 1 and problem.col is not None
 
 
-@pytest.mark.xfail(reason="BUG: merge keys are not refused: the check at loader.py:131 tests `style is None` "
-                          "but PyYAML gives plain scalars style '' so `<<` loads as an ordinary key", strict=True)
 def test_merge_keys_are_refused() -> None:
     """`<<: *base` is refused (expected plain keys)."""
     with pytest.raises(InvalidRunbook, match="merge keys"):

@@ -607,8 +607,6 @@ def test_four_eyes_refuses_the_operator(ws: Workspace) -> None:
 # -- fields the schema accepts on every step kind ----------------------------------
 
 
-@pytest.mark.xfail(reason="BUG: `when` on an end step is accepted by validation but ignored at run time: "
-                          "interpreter.py:147 ends the run before _execute evaluates `when`", strict=True)
 def test_when_false_on_an_end_step_does_not_end_the_run(ws: Workspace) -> None:
     """An end step whose `when` is false is skipped (or the file is refused); it never ends the run."""
     runbook(ws, "endwhen", """
@@ -626,9 +624,6 @@ def test_when_false_on_an_end_step_does_not_end_the_run(ws: Workspace) -> None:
     assert result.code in (0, 20), result.text
 
 
-@pytest.mark.xfail(reason="BUG: `for_each` on a call step passes validation (item is allowed in its `with`) but "
-                          "the call runs once with `item` undefined (interpreter.py:_call ignores for_each)",
-                   strict=True)
 def test_for_each_on_a_call_step(ws: Workspace) -> None:
     """`for_each` is a common field: a call step runs its child once per item (or the file is refused)."""
     child_runbook(ws)
