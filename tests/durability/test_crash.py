@@ -19,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from .helpers import effect_lines, events, of_type, run_records, runs_json, write_step_lines
 
 if TYPE_CHECKING:
@@ -109,19 +107,8 @@ def drive(ws: Workspace, seed: int, *, verify: bool) -> dict[str, Any]:
     raise AssertionError("the run did not finish after 60 invocations")
 
 
-KNOWN_UNSEALED = ("BUG (see test_resume.py::test_killed_after_run_finished_before_seal_resume_seals_the_bundle): "
-                  "a kill landed after run_finished but before the bundle was sealed; resume says 'already "
-                  "finished' and never writes the manifest/run record")
-
-
-def check_common(ws: Workspace, run_id: str) -> bool:
-    """Evidence verifies and `runbook runs` lists the run as finished SUCCESS.
-
-    Returns False (checks skipped) when the run hit the known unsealed-bundle bug.
-    """
-    record = next(r for r in run_records(ws) if r["run_id"] == run_id)
-    if record["status"] == "running" and of_type(events(ws, run_id), "run_finished"):
-        return False
+def check_common(ws: Workspace, run_id: str) -> None:
+    """Evidence verifies and `runbook runs` lists the run as finished SUCCESS (none lost)."""
     verified = ws.cli("evidence", "verify", run_id)
     assert verified.code == 0, verified.text
     listed = {r["run_id"]: r for r in runs_json(ws)}
@@ -129,10 +116,9 @@ def check_common(ws: Workspace, run_id: str) -> bool:
     assert listed[run_id]["status"] == "finished" and listed[run_id]["outcome"] == "SUCCESS"
     lines = effect_lines(ws)
     assert all(line.startswith(run_id + ":") for line in lines), lines
-    return True
 
 
-def default_policy_case(ws: Workspace, seed: int) -> bool:
+def default_policy_case(ws: Workspace, seed: int) -> None:
     """One seed: kills, default resume, `--in-doubt rerun` on a pause; every effect accounted for."""
     crash_runbook(ws, verify=False)
     outcome = drive(ws, seed, verify=False)
@@ -158,10 +144,10 @@ def default_policy_case(ws: Workspace, seed: int) -> bool:
     finals = Counter(e["step"] for e in of_type(evs, "step_finished") if e["data"].get("final"))
     assert all(finals[sid] == 1 for sid in STEPS), finals
     assert outcome["landed"] == KILLS_PER_SEED, outcome
-    return check_common(ws, run_id)
+    check_common(ws, run_id)
 
 
-def verify_case(ws: Workspace, seed: int) -> bool:
+def verify_case(ws: Workspace, seed: int) -> None:
     """One seed: kills, default resume only; verify_argv resolves every doubt; effects exactly once."""
     crash_runbook(ws, verify=True)
     outcome = drive(ws, seed, verify=True)
@@ -173,24 +159,21 @@ def verify_case(ws: Workspace, seed: int) -> bool:
         assert doubt["data"]["verify"] in (True, False), doubt
         assert doubt["data"]["choice"] == ("done" if doubt["data"]["verify"] else "rerun"), doubt
     assert outcome["landed"] == KILLS_PER_SEED, outcome
-    return check_common(ws, run_id)
+    check_common(ws, run_id)
 
 
-def run_seeds(tmp_path: Path, seeds: list[int], case: Callable[[Workspace, int], bool]) -> None:
+def run_seeds(tmp_path: Path, seeds: list[int], case: Callable[[Workspace, int], None]) -> None:
     """Drive several seeds at once (each in its own workspace): the test mostly waits on kill delays."""
     from tests.conftest import Workspace as _Workspace
 
-    def one(seed: int) -> bool:
+    def one(seed: int) -> None:
         try:
-            return case(_Workspace(tmp_path / f"seed{seed}"), seed)
+            case(_Workspace(tmp_path / f"seed{seed}"), seed)
         except AssertionError as exc:
             raise AssertionError(f"seed {seed}: {exc}") from exc
 
     with ThreadPoolExecutor(max_workers=len(seeds)) as pool:
-        sealed = list(pool.map(one, seeds))
-    if not all(sealed):
-        unlucky = [s for s, ok in zip(seeds, sealed, strict=True) if not ok]
-        pytest.xfail(f"seeds {unlucky}: {KNOWN_UNSEALED}; every other assertion passed")
+        list(pool.map(one, seeds))
 
 
 def test_sigkill_then_resume_default_policy_then_rerun(tmp_path: Path) -> None:
