@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -117,6 +118,12 @@ def run_params(params: Mapping[str, Any], ctx: StepContext) -> dict[str, Any]:
     return result
 
 
+@functools.cache
+def _base_env() -> dict[bytes, bytes]:
+    """The engine's environment as bytes, built once per process (it does not change during a run)."""
+    return dict(os.environb)
+
+
 def run_command(
     argv: Sequence[str],
     *,
@@ -134,9 +141,7 @@ def run_command(
     argv = list(argv)
     if cwd is not None and not os.path.isdir(cwd):
         raise PluginError(f"working directory not found: {cwd}")
-    full_env = (
-        {**os.environb, **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}} if env else None
-    )
+    full_env = {**_base_env(), **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}} if env else None
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     try:

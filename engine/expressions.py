@@ -182,25 +182,30 @@ def template_expressions(value: Any) -> list[str]:
     return []
 
 
-def references(source: str, *, is_expression: bool) -> tuple[set[str], list[tuple[str, ...]]]:
-    """Free names of an expression or template, and the dotted paths it reads (`steps.x.ok`).
-
-    Raises ExpressionError on a syntax error.
-    """
-    from jinja2 import TemplateError, meta, nodes
+@lru_cache(maxsize=8192)
+def _references(source: str, is_expression: bool) -> tuple[frozenset[str], tuple[tuple[str, ...], ...]]:
+    from jinja2 import TemplateError, nodes
 
     text = "{{ " + source + " }}" if is_expression else source
     try:
         ast = environment().parse(text)
     except TemplateError as exc:
         raise ExpressionError(f"syntax error: {exc}") from None
-    free = meta.find_undeclared_variables(ast)
-    paths: list[tuple[str, ...]] = []
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        path = _dotted(node)
-        if path and path[0] in free:
-            paths.append(path)
-    return set(free), paths
+    stored = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    free = frozenset(n.name for n in ast.find_all(nodes.Name) if n.ctx == "load" and n.name not in stored)
+    paths = tuple(path for node in ast.find_all((nodes.Getattr, nodes.Getitem))
+                  if (path := _dotted(node)) and path[0] in free)
+    return free, paths
+
+
+def references(source: str, *, is_expression: bool) -> tuple[set[str], list[tuple[str, ...]]]:
+    """Free names of an expression or template, and the dotted paths it reads (`steps.x.ok`).
+
+    Names bound inside the template (`{% for %}`, `{% set %}`) are not free. Raises
+    ExpressionError on a syntax error.
+    """
+    free, paths = _references(source, is_expression)
+    return set(free), list(paths)
 
 
 def _dotted(node: Any) -> tuple[str, ...] | None:

@@ -240,6 +240,7 @@ class Workspace:
     def _finish(self, record: RunRecord, log: EventLog, outcome: Outcome, message: str, held: Any, claim: Any) -> RunResult:
         from engine import idempotency
 
+        message = log.redactor.text(message)
         if held is not None:
             held.release()
             log.record("lock", None, {"name": held.path.stem, "action": "released"})

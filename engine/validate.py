@@ -110,7 +110,27 @@ def _runbook_validator() -> Any:
     return _VALIDATOR
 
 
+_FAST_CHECK: Any = None
+
+
+def _fast_valid(data: Any) -> bool:
+    """A compiled (fastjsonschema) yes/no answer; jsonschema explains only when the answer is no."""
+    global _FAST_CHECK
+    if _FAST_CHECK is None:
+        import fastjsonschema
+
+        draft07 = {k: v for k, v in RUNBOOK_SCHEMA.items() if k != "$schema"}
+        _FAST_CHECK = fastjsonschema.compile(draft07)
+    try:
+        _FAST_CHECK(data)
+    except Exception:  # noqa: BLE001 - any refusal: let jsonschema find and word every error
+        return False
+    return True
+
+
 def _schema_problems(doc: Document) -> list[Problem]:
+    if _fast_valid(doc.data):
+        return []
     return [_schema_problem(doc, error, ()) for error in _runbook_validator().iter_errors(doc.data)]
 
 
@@ -118,8 +138,8 @@ def _schema_problem(doc: Document, error: Any, prefix: Key, step: str | None = N
     path: Key = prefix + tuple(error.absolute_path)
     step = step or _step_id(doc, path)
     relative = list(error.absolute_path)
-    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int) and not prefix:
-        relative = relative[2:]
+    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+        relative = list(path[2:])
     what = "/".join(str(p) for p in relative) or ("step" if step else "top level")
     validator, instance, schema = error.validator, error.instance, error.schema
     if validator == "additionalProperties":
@@ -276,10 +296,20 @@ def _plugin_problems(doc: Document, runbook: Runbook, registry: Registry,
     return problems
 
 
-def _params_problems(doc: Document, plugin: Any, params: dict[str, Any], with_key: Key, step_id: str) -> list[Problem]:
-    from jsonschema import Draft202012Validator
+_PARAM_VALIDATORS: dict[int, Any] = {}
 
-    validator = Draft202012Validator(getattr(plugin, "params_schema", {}) or {})
+
+def _params_validator(plugin: Any) -> Any:
+    key = id(plugin)
+    if key not in _PARAM_VALIDATORS:
+        from jsonschema import Draft202012Validator
+
+        _PARAM_VALIDATORS[key] = Draft202012Validator(getattr(plugin, "params_schema", {}) or {})
+    return _PARAM_VALIDATORS[key]
+
+
+def _params_problems(doc: Document, plugin: Any, params: dict[str, Any], with_key: Key, step_id: str) -> list[Problem]:
+    validator = _params_validator(plugin)
     out = []
     for error in validator.iter_errors(params):
         if _touches_template(params, list(error.absolute_path), error):
