@@ -43,7 +43,11 @@ def validate_all(workspace: Any, targets: list[str]) -> tuple[int, list[Problem]
     from engine.validate import validate_document
 
     library: Library = workspace.library
-    paths = [library.find(t) for t in targets] if targets else library.files()
+    paths: list[Path] = []
+    for target in targets:
+        paths += Library([Path(target)]).files() if Path(target).is_dir() else [library.find(target)]
+    if not targets:
+        paths = library.files()
     problems: list[Problem] = []
     names: dict[str, Path] = {}
     for path in paths:

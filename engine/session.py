@@ -190,10 +190,15 @@ class Workspace:
                             settings={"core": self.config.core, "state_dir": str(self.config.state_dir),
                                       "kill_switch": str(self.config.kill_switch)},
                             call_runbook=lambda step, p, child: self._call(step, p, child, run, options),
-                            resume_child=lambda child: self.resume(child, options))
+                            resume_child=lambda child: self._resume_child(child, options))
         return Interpreter(runbook, log, services, run=run, params=params, env=env, trigger=trigger,
                            interactive=options.interactive, step_mode=options.step_mode, assume=options.assume,
                            workdir=Path.cwd(), secrets=secrets)
+
+    def _resume_child(self, child_run_id: str, options: RunOptions) -> tuple[Outcome, str, str]:
+        result = self.resume(child_run_id, RunOptions(operator=options.operator, interactive=options.interactive,
+                                                      step_mode=options.step_mode, in_doubt=options.in_doubt))
+        return result.outcome, result.run_id, result.message
 
     def _take_lock(self, runbook: Runbook, run_id: str, options: RunOptions, log: EventLog,
                    resuming: bool = False) -> Any:

@@ -443,12 +443,30 @@ def _call_problems(doc: Document, runbook: Runbook, library: Library) -> list[Pr
         if isinstance(step, CallStep) and step.runbook not in names:
             problems.append(doc.problem(("steps", i, "call"),
                 f"call of unknown runbook '{step.runbook}' (expected one of: {', '.join(sorted(names)) or 'an empty library'})", step.id))
+    for i, step in enumerate(runbook.steps):
+        if isinstance(step, CallStep) and step.runbook in names and isinstance(step.with_, dict):
+            declared = _declared_params(library, step.runbook)
+            unknown = sorted(set(step.with_) - declared) if declared is not None else []
+            for key in unknown:
+                problems.append(doc.problem(("steps", i, "with", key),
+                    f"runbook '{step.runbook}' has no param '{key}' (expected one of: {', '.join(sorted(declared or ())) or 'none declared'})", step.id))
     if not problems and any(isinstance(s, CallStep) for s in runbook.steps):
         cycle = _call_cycle(runbook, library)
         if cycle:
             i = next(n for n, s in enumerate(runbook.steps) if isinstance(s, CallStep))
             problems.append(doc.problem(("steps", i, "call"), f"call cycle: {' -> '.join(cycle)}", runbook.steps[i].id))
     return problems
+
+
+def _declared_params(library: Library, name: str) -> set[str] | None:
+    from engine.loader import load_file
+
+    try:
+        data = load_file(library.find(name)).data
+    except InvalidRunbook:
+        return None
+    params = data.get("params") if isinstance(data, dict) else None
+    return set(params) if isinstance(params, dict) else set()
 
 
 def _call_cycle(runbook: Runbook, library: Library) -> list[str] | None:

@@ -413,10 +413,6 @@ def test_rollback_smoke_still_failing_after_rollback(xau):
 # -- engine limitation that shaped anomaly-halt / state-corrupt -----------------------------------
 
 
-@pytest.mark.xfail(reason="BUG: resuming a parent paused inside a called runbook's approval crashes "
-                          "(engine/session.py resume_child returns a RunResult, engine/interpreter.py "
-                          "_call unpacks a tuple); anomaly-halt and state-corrupt inline the rollback",
-                   strict=True)
 def test_call_rollback_resumes_after_the_child_approval(xau):
     assert cycle(xau) == 0 and cycle(xau) == 0
     profile = (xau.root / "p.yaml")
