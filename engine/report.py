@@ -35,6 +35,26 @@ def render_markdown(directory: Path, fields: dict[str, Any]) -> str:
     lines += ["", "## Timeline", "", "| seq | time (UTC) | event | step | detail |", "|---|---|---|---|---|"]
     for event in events:
         lines.append(f"| {event['seq']} | {event['ts']} | {event['type']} | {event.get('step') or ''} | {_detail(event)} |")
+    kinds = {e["step"]: e["data"].get("kind") for e in events if e["type"] == "step_started"}
+    observed = [e for e in events if e["type"] == "step_finished" and e["data"].get("final")
+                and kinds.get(e["step"]) in ("check", "wait")]
+    if observed:
+        lines += ["", "## Checks and what they observed", "", "| step | status | observed |", "|---|---|---|"]
+        for event in observed:
+            data = event["data"]
+            result = data.get("result")
+            shown = {k: v for k, v in result.items() if k not in ("stdout", "stderr")} if isinstance(result, dict) else result
+            note = f"{data.get('error')}; " if data.get("error") else ""
+            lines.append(f"| {event['step']} | {_MARK.get(str(data.get('status')), data.get('status'))} | {_value(note + _value(shown, 400), 400)} |")
+    actions = [e for e in events if e["type"] == "step_finished" and e["data"].get("final") and kinds.get(e["step"]) == "action"]
+    if actions:
+        lines += ["", "## Actions", "", "| step | status | what was done or planned |", "|---|---|---|"]
+        for event in actions:
+            data = event["data"]
+            result = data.get("result") if isinstance(data.get("result"), dict) else {}
+            what = (result.get("plan") or {}).get("summary") if result.get("planned") else _value(
+                {k: v for k, v in result.items() if k not in ("stdout", "stderr")}, 300)
+            lines.append(f"| {event['step']} | {_MARK.get(str(data.get('status')), data.get('status'))} | {_value(what or data.get('error') or '', 300)} |")
     decisions = [e for e in events if e["type"] == "decision"]
     if decisions:
         lines += ["", "## Decisions", ""]
