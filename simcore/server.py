@@ -10,6 +10,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from . import metrics
 from .core import Core
@@ -35,9 +36,10 @@ def _num(body: dict[str, Any], key: str) -> float | None:
 
 
 def _order(core: Core, _b: dict[str, Any], m: re.Match[str]) -> Any:
-    found = core.find_order(m.group(1))
+    cid = unquote(m.group(1))
+    found = core.find_order(cid)
     if not found["found"]:
-        raise NotFound(f"no order with client_order_id {m.group(1)!r}")
+        raise NotFound(f"no order with client_order_id {cid!r}")
     return found
 
 

@@ -24,6 +24,8 @@ def test_read_endpoints(server: str) -> None:
 
 def test_errors_are_json(server: str) -> None:
     assert http("GET", f"{server}/nope")[0] == 404
+    code, _, body = http("GET", f"{server}/orders/by-client-id/a%2Fb%20c")
+    assert code == 404 and "'a/b c'" in body["error"]
     code, _, body = http("GET", f"{server}/orders/by-client-id/missing")
     assert code == 404 and "missing" in body["error"]
     code, _, body = http("POST", f"{server}/safety-mode", {"mode": "ARMED_SAFE"})
