@@ -40,9 +40,9 @@ class SetSafetyMode:
         "required": ["mode", "reason_code"],
         "properties": {
             **CORE_PARAMS,
-            "mode": {"enum": MODES},
-            "reason_code": {"type": "string", "minLength": 1},
-            "reason_message": {"type": "string"},
+            "mode": {"enum": MODES, "description": "the safety mode to move to"},
+            "reason_code": {"type": "string", "minLength": 1, "description": "machine-readable reason (audited)"},
+            "reason_message": {"type": "string", "description": "human-readable reason (audited)"},
             "allow_non_halt": {"type": "boolean", "default": False,
                                "description": "allow forcing a promotion that does not start from HALT"},
         },
@@ -102,12 +102,12 @@ class ReduceOnlyOrder:
         "required": ["symbol", "side"],
         "properties": {
             **CORE_PARAMS,
-            "symbol": {"type": "string"},
-            "side": {"enum": ["buy", "sell"]},
-            "notional": {"type": "number", "exclusiveMinimum": 0},
-            "qty": {"type": "number", "exclusiveMinimum": 0},
+            "symbol": {"type": "string", "description": "instrument, e.g. BTCUSDT"},
+            "side": {"enum": ["buy", "sell"], "description": "sell reduces a long, buy reduces a short"},
+            "notional": {"type": "number", "exclusiveMinimum": 0, "description": "order size in quote currency"},
+            "qty": {"type": "number", "exclusiveMinimum": 0, "description": "order size in base units"},
             "risk_off": {"type": "boolean", "default": False, "description": "allowed while HALT / kill switch"},
-            "client_order_id": {"type": "string"},
+            "client_order_id": {"type": "string", "description": "default: derived from the idempotency token"},
         },
         "oneOf": [{"required": ["notional"]}, {"required": ["qty"]}],
     }
@@ -152,7 +152,9 @@ class KillSwitch:
         "type": "object",
         "additionalProperties": False,
         "required": ["engage", "reason"],
-        "properties": {**CORE_PARAMS, "engage": {"type": "boolean"}, "reason": {"type": "string", "minLength": 1}},
+        "properties": {**CORE_PARAMS,
+                       "engage": {"type": "boolean", "description": "true engages, false releases (needs an approval first)"},
+                       "reason": {"type": "string", "minLength": 1, "description": "why (written into the kill-switch payload)"}},
     }
 
     def run(self, params: Mapping[str, Any], ctx: StepContext) -> dict[str, Any]:

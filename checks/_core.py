@@ -88,7 +88,8 @@ class HttpAdapter:
         self.url = url.rstrip("/")
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+                 missing: Any = None) -> Any:
         import urllib.error
         import urllib.request
 
@@ -99,6 +100,8 @@ class HttpAdapter:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
+            if exc.code == 404 and missing is not None:
+                return missing
             try:
                 detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
             except ValueError:
@@ -119,7 +122,9 @@ class HttpAdapter:
     def find_order(self, client_order_id: str) -> dict[str, Any]:
         from urllib.parse import quote
 
-        return self._request("GET", f"/orders/by-client-id/{quote(client_order_id, safe='')}")
+        return self._request("GET", f"/orders/by-client-id/{quote(client_order_id, safe='')}",
+                             missing={"client_order_id": client_order_id, "found": False, "local": None,
+                                      "broker": None, "broker_reachable": True})
 
     def set_safety_mode(self, mode: str, reason_code: str, reason_message: str, actor: str,
                         allow_non_halt: bool) -> dict[str, Any]:

@@ -57,7 +57,8 @@ class CoreReconcile:
         "additionalProperties": False,
         "properties": {
             **CORE_PARAMS,
-            "tolerance_qty": {"type": "number", "minimum": 0, "default": 1e-9},
+            "tolerance_qty": {"type": "number", "minimum": 0, "default": 1e-9,
+                              "description": "differences up to this quantity are not drift"},
             "critical_pct": {"type": "number", "minimum": 0, "default": 10.0,
                              "description": "drift at or above this percentage is critical"},
         },
