@@ -1,0 +1,92 @@
+"""Operator mode (`--step`) and terminal approvals, driven through a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import time
+
+from tests.conftest import RUNBOOK, Workspace
+
+STEPS = """
+runbook: guided
+title: Guided run
+version: 1
+description: three writes, one approval
+source: tests
+steps:
+  - id: first
+    action: file.write
+    with: {path: first.txt, content: "1"}
+  - id: second
+    action: file.write
+    with: {path: second.txt, content: "2"}
+  - id: gate
+    approve: {prompt: "Write the third file?"}
+  - id: third
+    action: file.write
+    with: {path: third.txt, content: "3"}
+"""
+
+
+def drive(ws: Workspace, args: list[str], answers: list[tuple[str, str]], timeout: float = 30) -> tuple[int, str]:
+    """Run the CLI on a pty; whenever `prompt` text appears, type `answer`. Returns (exit code, screen)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([RUNBOOK, *args], cwd=ws.root, stdin=slave, stdout=slave, stderr=slave,
+                            env={**ws.env(), "TERM": "dumb", "COLUMNS": "120"}, close_fds=True)
+    os.close(slave)
+    screen, pending, answered_upto = "", list(answers), 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 4096).decode(errors="replace")
+            except OSError:
+                break
+            screen += chunk
+            while pending and pending[0][0] in screen[answered_upto:]:
+                answered_upto = screen.index(pending[0][0], answered_upto) + len(pending[0][0])
+                os.write(master, (pending.pop(0)[1] + "\n").encode())
+        if proc.poll() is not None and not ready:
+            break
+    code = proc.wait(timeout=5)
+    os.close(master)
+    return code, screen
+
+
+def test_step_mode_run_skip_and_terminal_approval(ws: Workspace) -> None:
+    ws.runbook("guided", STEPS)
+    code, screen = drive(ws, ["run", "guided", "--step"], [
+        ("run / skip / abort / details", "details"),
+        ("run / skip / abort / details", "run"),
+        ("run / skip / abort / details", "skip"),
+        ("run / skip / abort / details", "run"),
+        ("approve?", "y"),
+        ("note", "looks fine"),
+        ("run / skip / abort / details", "run"),
+    ])
+    assert code == 0, screen
+    assert (ws.root / "first.txt").exists() and not (ws.root / "second.txt").exists()
+    assert (ws.root / "third.txt").read_text() == "3"
+    assert "first.txt" in screen  # details showed the rendered params
+    bundle = ws.evidence_dirs()[-1]
+    events = [json.loads(line) for line in (bundle / "events.jsonl").read_text().splitlines()]
+    choices = [(e["step"], e["data"]["choice"]) for e in events if e["type"] == "operator_choice"]
+    assert choices == [("first", "run"), ("second", "skip"), ("gate", "run"), ("third", "run")]
+    approval = next(e["data"] for e in events if e["type"] == "approval")
+    assert approval["decision"] == "approved" and approval["via"] == "terminal" and approval["note"] == "looks fine"
+
+
+def test_abort_ends_the_run_and_runs_rollbacks(ws: Workspace) -> None:
+    ws.runbook("guided", STEPS)
+    code, screen = drive(ws, ["run", "guided", "--step"], [
+        ("run / skip / abort / details", "run"),
+        ("run / skip / abort / details", "abort"),
+    ])
+    assert code == 10, screen
+    assert "aborted by the operator" in screen
+    assert not (ws.root / "second.txt").exists()
