@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine checks actions simcore tests bench
-	$(BIN)/mypy engine
+	$(BIN)/mypy --strict engine checks actions simcore
 
 test: $(STAMP) lint
 	$(BIN)/runbook validate

@@ -64,7 +64,7 @@ class SetSafetyMode:
     def verify(self, params: Mapping[str, Any], ctx: StepContext) -> bool | None:
         """Present when the core is in that mode with that reason code."""
         state = connect(params, ctx).status()
-        return state.get("safety_mode") == params["mode"] and state.get("safety_reason_code") == params["reason_code"]
+        return bool(state.get("safety_mode") == params["mode"] and state.get("safety_reason_code") == params["reason_code"])
 
 
 class CancelAllOrders:

@@ -55,30 +55,30 @@ class SimAdapter:
             raise PluginError(f"core refused {name}: {type(exc).__name__}: {exc}") from None
 
     def status(self) -> dict[str, Any]:
-        return self._call("status")
+        return dict(self._call("status"))
 
     def positions(self) -> dict[str, Any]:
-        return self._call("positions")
+        return dict(self._call("positions"))
 
     def open_orders(self) -> list[dict[str, Any]]:
-        return self._call("open_orders")
+        return list(self._call("open_orders"))
 
     def find_order(self, client_order_id: str) -> dict[str, Any]:
-        return self._call("find_order", client_order_id)
+        return dict(self._call("find_order", client_order_id))
 
     def set_safety_mode(self, mode: str, reason_code: str, reason_message: str, actor: str,
                         allow_non_halt: bool) -> dict[str, Any]:
-        return self._call("set_safety_mode", mode, reason_code, reason_message, actor=actor,
-                          allow_non_halt=allow_non_halt)
+        return dict(self._call("set_safety_mode", mode, reason_code, reason_message, actor=actor,
+                          allow_non_halt=allow_non_halt))
 
     def cancel_all_orders(self, client_token: str, actor: str) -> dict[str, Any]:
-        return self._call("cancel_all_orders", client_token=client_token, actor=actor)
+        return dict(self._call("cancel_all_orders", client_token=client_token, actor=actor))
 
     def reduce_only_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
-        return self._call("reduce_only_order", **order)
+        return dict(self._call("reduce_only_order", **order))
 
     def kill_switch(self, engage: bool, reason: str, actor: str) -> dict[str, Any]:
-        return self._call("kill_switch", engage, reason, actor=actor)
+        return dict(self._call("kill_switch", engage, reason, actor=actor))
 
 
 class HttpAdapter:
@@ -111,10 +111,10 @@ class HttpAdapter:
             raise PluginError(f"trading core at {self.url} unreachable: {getattr(exc, 'reason', exc)}") from None
 
     def status(self) -> dict[str, Any]:
-        return self._request("GET", "/state")
+        return dict(self._request("GET", "/state"))
 
     def positions(self) -> dict[str, Any]:
-        return self._request("GET", "/positions")
+        return dict(self._request("GET", "/positions"))
 
     def open_orders(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/orders").get("orders", []))
@@ -122,23 +122,23 @@ class HttpAdapter:
     def find_order(self, client_order_id: str) -> dict[str, Any]:
         from urllib.parse import quote
 
-        return self._request("GET", f"/orders/by-client-id/{quote(client_order_id, safe='')}",
-                             missing={"client_order_id": client_order_id, "found": False, "local": None,
-                                      "broker": None, "broker_reachable": True})
+        return dict(self._request("GET", f"/orders/by-client-id/{quote(client_order_id, safe='')}",
+                                  missing={"client_order_id": client_order_id, "found": False, "local": None,
+                                           "broker": None, "broker_reachable": True}))
 
     def set_safety_mode(self, mode: str, reason_code: str, reason_message: str, actor: str,
                         allow_non_halt: bool) -> dict[str, Any]:
-        return self._request("POST", "/safety-mode", {"mode": mode, "reason_code": reason_code,
-                             "reason_message": reason_message, "actor": actor, "allow_non_halt": allow_non_halt})
+        return dict(self._request("POST", "/safety-mode", {"mode": mode, "reason_code": reason_code,
+                             "reason_message": reason_message, "actor": actor, "allow_non_halt": allow_non_halt}))
 
     def cancel_all_orders(self, client_token: str, actor: str) -> dict[str, Any]:
-        return self._request("POST", "/orders/cancel-all", {"client_token": client_token, "actor": actor})
+        return dict(self._request("POST", "/orders/cancel-all", {"client_token": client_token, "actor": actor}))
 
     def reduce_only_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
-        return self._request("POST", "/orders/reduce-only", dict(order))
+        return dict(self._request("POST", "/orders/reduce-only", dict(order)))
 
     def kill_switch(self, engage: bool, reason: str, actor: str) -> dict[str, Any]:
-        return self._request("POST", "/kill-switch", {"engage": engage, "reason": reason, "actor": actor})
+        return dict(self._request("POST", "/kill-switch", {"engage": engage, "reason": reason, "actor": actor}))
 
 
 def connect(params: Mapping[str, Any], ctx: StepContext) -> CoreAdapter:

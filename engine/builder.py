@@ -100,7 +100,8 @@ def build_step(raw: dict[str, Any], line: int = 0, col: int = 0) -> Step:
     return EndStep(outcome=Outcome(raw["end"]), **common)
 
 
-def build_runbook(data: dict[str, Any], path: str, sha256: str, positions: dict | None = None) -> Runbook:
+def build_runbook(data: dict[str, Any], path: str, sha256: str,
+                  positions: dict[tuple[str | int, ...], tuple[int, int]] | None = None) -> Runbook:
     """The frozen Runbook of a schema-valid raw mapping."""
     positions = positions or {}
     steps = tuple(

@@ -79,7 +79,7 @@ def _what(step: Any) -> str:
         return f"end {step.outcome.value}"
     if isinstance(step, ApproveStep):
         return f"approve ({', '.join(step.approvers) or 'anyone'}{', four eyes' if step.four_eyes else ''})"
-    return step.kind
+    return str(step.kind)
 
 
 def describe(runbook: Runbook) -> str:

@@ -264,7 +264,7 @@ def _run(args: argparse.Namespace) -> int:
     result = ws.start(runbook, params, options, trigger=trigger)
     if args.output == "json":
         _print_json(_result_document(result))
-    return result.exit_code
+    return int(result.exit_code)
 
 
 def _result_document(result: Any) -> dict[str, Any]:
@@ -277,7 +277,7 @@ def _result_document(result: Any) -> dict[str, Any]:
             data = event["data"]
             steps[event["step"]] = {k: data.get(k) for k in ("status", "ok", "error", "attempts", "duration_s", "result")}
     doc["steps"] = steps
-    return doc
+    return dict(doc)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -291,7 +291,7 @@ def _resume(args: argparse.Namespace) -> int:
                                                 in_doubt=args.in_doubt, accept_changed=args.accept_changed))
     if args.output == "json":
         _print_json(_result_document(result))
-    return result.exit_code
+    return int(result.exit_code)
 
 
 def _approve(args: argparse.Namespace) -> int:
@@ -360,7 +360,7 @@ def _bundle_dir(args: argparse.Namespace, target: str) -> Path:
     ws = _workspace(args)
     candidate = ws.config.evidence_dir / target
     if candidate.is_dir():
-        return candidate
+        return Path(candidate)
     record = ws.store.load(target)
     return Path(record.evidence_dir)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,6 @@ class PluginError(Exception):
     partial stdout of a command that timed out); it is kept as evidence.
     """
 
-    def __init__(self, message: str, result: dict | None = None) -> None:
+    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.result = result

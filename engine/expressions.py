@@ -79,8 +79,7 @@ def environment() -> Any:
 
 
 def _jinja_errors() -> tuple[type[Exception], ...]:
-    from jinja2 import TemplateError
-    from jinja2.sandbox import SecurityError
+    from jinja2.exceptions import SecurityError, TemplateError
 
     return (TemplateError, SecurityError)
 
@@ -102,7 +101,7 @@ def _compiled_template(text: str) -> Any:
 
 
 def _explain(exc: Exception) -> str:
-    from jinja2.sandbox import SecurityError
+    from jinja2.exceptions import SecurityError
 
     if isinstance(exc, SecurityError):
         return f"blocked by the sandbox: {exc}"

@@ -41,7 +41,7 @@ _PLAIN = "tag:runbook-engine,2026:plain"
 class _ComposeOnly(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """Composes nodes without YAML 1.1 implicit typing (the loader resolves scalars itself)."""
 
-    yaml_implicit_resolvers: dict = {}
+    yaml_implicit_resolvers: dict[str, Any] = {}
 
     def resolve(self, kind: type, value: str | None, implicit: tuple[bool, bool]) -> str:
         """Untagged plain scalars get a private tag so an explicit `!!str` can be told apart."""
@@ -168,7 +168,7 @@ class _Builder:
             return resolve_plain(value)
         if tag == _TAG + "str":
             return value
-        explicit = {
+        explicit: Any = {
             _TAG + "null": lambda v: None,
             _TAG + "bool": lambda v: _bool(v),
             _TAG + "int": lambda v: int(v, 0),

@@ -157,7 +157,8 @@ def _entry_points(cache_dir: Path | None) -> dict[str, dict[str, str]]:
         try:
             cached = json.loads(cache.read_text(encoding="utf-8"))
             if cached.get("signature") == signature:
-                return cached["groups"]
+                groups: dict[str, dict[str, str]] = cached["groups"]
+                return groups
         except (OSError, ValueError, AttributeError):
             pass
     from importlib.metadata import entry_points

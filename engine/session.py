@@ -437,7 +437,8 @@ class Workspace:
                           mode=interp.run["mode"], workdir=interp.workdir, item_index=flight.get("item"),
                           settings=interp.svc.settings, secrets=interp.secrets)
         try:
-            return verify(params, ctx)
+            answer: bool | None = verify(params, ctx)
+            return answer
         except Exception:  # noqa: BLE001 - a verify that crashes cannot tell
             return None
 
