@@ -47,6 +47,25 @@ class CorePositions:
         return {**positions, "ok": positions.get("broker") is not None}
 
 
+class CoreFindOrder:
+    """One order by client order id: the core's record and the exchange's view."""
+
+    name: ClassVar[str] = "core.find_order"
+    mutates: ClassVar[bool] = False
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["client_order_id"],
+        "properties": {**CORE_PARAMS, "client_order_id": {"type": "string", "minLength": 1,
+                                                          "description": "the id the order was sent with"}},
+    }
+
+    def run(self, params: Mapping[str, Any], ctx: StepContext) -> dict[str, Any]:
+        """`found`, `local`, `broker`, `broker_reachable`; ok when the order was found."""
+        found = dict(connect(params, ctx).find_order(params["client_order_id"]))
+        return {**found, "ok": bool(found.get("found"))}
+
+
 class CoreReconcile:
     """Compare local and broker positions without changing anything (the read-only half of a reconcile)."""
 

@@ -190,6 +190,12 @@ def _references(source: str, is_expression: bool) -> tuple[frozenset[str], tuple
         ast = environment().parse(text)
     except TemplateError as exc:
         raise ExpressionError(f"syntax error: {exc}") from None
+    env = environment()
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        known = env.filters if isinstance(node, nodes.Filter) else env.tests
+        if node.name not in known:
+            kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            raise ExpressionError(f"unknown {kind} '{node.name}'")
     stored = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
     free = frozenset(n.name for n in ast.find_all(nodes.Name) if n.ctx == "load" and n.name not in stored)
     paths = tuple(path for node in ast.find_all((nodes.Getattr, nodes.Getitem))
