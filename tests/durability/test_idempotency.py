@@ -79,8 +79,10 @@ def test_key_of_a_failed_run_does_not_block_a_new_run(ws: Workspace) -> None:
 def test_two_runs_with_the_same_key_at_the_same_moment_exactly_one_executes(ws: Workspace, round_: int) -> None:
     keyed(ws, command=f"{ECHO}; sleep 0.5")
     pair = [ws.popen("run", "keyed", "--no-input", "--param", f"month=m{round_}") for _ in range(2)]
-    codes = sorted(finish(proc)[0] for proc in pair)
-    assert codes == [0, 11], codes
+    outcomes = sorted(finish(proc) for proc in pair)
+    codes = [code for code, _ in outcomes]
+    keys = [p.read_text() for p in (ws.root / ".runbook" / "idempotency").glob("*.json")]
+    assert codes == [0, 11], (outcomes, keys, run_records(ws))
     assert len(effect_lines(ws)) == 1
     assert sorted(r["exit_code"] for r in run_records(ws)) == [0, 11]
 
