@@ -78,8 +78,11 @@ class EventLog:
             last = read_events(self.path)
             if last:
                 self.seq, self.prev = last[-1]["seq"], last[-1]["hash"]
+        torn = _drop_torn_tail(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._artifact_count = 0
+        if torn:
+            self.record("torn_record_dropped", None, torn)
 
     def record(self, type_: str, step: str | None = None, data: dict[str, Any] | None = None, *, sync: bool = True) -> dict[str, Any]:
         """Append one record; fsync it unless `sync` is False (a later synced record covers it)."""
@@ -120,6 +123,22 @@ class EventLog:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+
+
+def _drop_torn_tail(path: Path) -> dict[str, Any] | None:
+    """Cut a partial last line (a crash mid-write) off the log; what was cut is returned as evidence."""
+    if not path.exists():
+        return None
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if not data or data.endswith(b"\n"):
+            return None
+        keep = data.rfind(b"\n") + 1
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tail = data[keep:]
+    return {"bytes": len(tail), "sha256": hashlib.sha256(tail).hexdigest(), "offset": keep}
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

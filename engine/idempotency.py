@@ -68,6 +68,16 @@ def claim(state_dir: Path, key: str, run_id: str, force: bool, live: bool = True
         return Claim(key, path, run_id, False, "", evidence)
 
 
+def reclaim(state_dir: Path, key: str, run_id: str) -> Claim:
+    """The claim a resumed run holds on its own key (marked running again by this process)."""
+    import os
+
+    path = _path(state_dir, key)
+    with _guard(state_dir):
+        atomic_write_json(path, {"key": key, "run_id": run_id, "outcome": "RUNNING", "pid": os.getpid()})
+    return Claim(key, path, run_id, False)
+
+
 def settle(state_dir: Path, claim_: Claim, outcome: str) -> None:
     """Record how the claiming run ended."""
     if not claim_.path.exists():

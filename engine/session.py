@@ -153,6 +153,8 @@ class Workspace:
                            runbook_sha256=runbook.sha256, mode=options.mode, operator=operator,
                            params=redactor.data(params), evidence_dir=str(evidence_dir), started_at=run["started_at"],
                            trigger=redactor.data(trigger), parent_run_id=parent_run_id, assume=options.assume)
+        if runbook.idempotency_key:
+            record.idempotency_key = idempotency.render_key(runbook, params, run, env, trigger)
         self.store.save(record)
         log.record("run_started", None, {
             "runbook": runbook.name, "version": runbook.version, "path": str(runbook.path), "sha256": runbook.sha256,
@@ -164,9 +166,8 @@ class Workspace:
         claim = None
         held = None
         try:
-            if runbook.idempotency_key:
-                key = idempotency.render_key(runbook, params, run, env, trigger)
-                record.idempotency_key = key
+            if record.idempotency_key:
+                key = record.idempotency_key
                 claim = idempotency.claim(self.config.state_dir, key, run_id, options.force, live=options.mode == "live")
                 log.record("idempotency", None, {"key": key, **claim.evidence})
                 if claim.skip:
@@ -343,6 +344,11 @@ class Workspace:
         interp = self._interpreter(runbook, log, run, params, env, started.get("trigger"), resumed, secrets)
         interp.restore(state)
         held = None
+        claim = None
+        if record.idempotency_key and record.mode == "live":
+            from engine import idempotency
+
+            claim = idempotency.reclaim(self.config.state_dir, record.idempotency_key, run_id)
         try:
             if runbook.lock:
                 held = self._take_lock(runbook, run_id, resumed, log, resuming=True)
@@ -351,13 +357,13 @@ class Workspace:
                 raise Finish(Outcome(state.unhandled["outcome"]), f"step '{state.unhandled['step']}' failed: {state.unhandled.get('error')}")
             position = self._position_after_doubt(interp, runbook, state, resumed, log)
             outcome, message = interp.run_from(position)
-            return self._finish(record, log, outcome, message, held, None)
+            return self._finish(record, log, outcome, message, held, claim)
         except Finish as done:
-            return self._finish(record, log, done.outcome, done.message, held, None)
+            return self._finish(record, log, done.outcome, done.message, held, claim)
         except Pause as pause:
-            return self._pause(record, log, pause, held, None)
+            return self._pause(record, log, pause, held, claim)
         except signals.Interrupted as stop:
-            return self._pause(record, log, Pause(str(stop), {"type": "interrupted", "signal": stop.signame}), held, None)
+            return self._pause(record, log, Pause(str(stop), {"type": "interrupted", "signal": stop.signame}), held, claim)
         except _ResumeBlocked as blocked:
             record.status, record.waiting_for = previous_status, previous_waiting
             self._seal(record, log)
@@ -376,8 +382,17 @@ class Workspace:
         if (directory / "manifest.json").exists() and record.status != "running":
             verify_bundle(directory)
         events = read_events(events_path)
-        if record.last_event_hash and not any(e["hash"] == record.last_event_hash for e in events):
-            raise StateCorrupt(f"{events_path}: does not contain the last record hash the state directory holds for this run")
+        if not events or events[0]["type"] != "run_started":
+            raise StateCorrupt(f"{events_path}: run {record.run_id} never recorded its start, so nothing of it ran; "
+                               "start a new run")
+        if record.last_event_hash:
+            sealed = record.status != "running"
+            if sealed and events[-1]["hash"] != record.last_event_hash:
+                raise StateCorrupt(f"{events_path}: records were added after the run was sealed (its last record hash "
+                                   "in the state directory differs)")
+            if not any(e["hash"] == record.last_event_hash for e in events):
+                raise StateCorrupt(f"{events_path}: does not contain the last record hash the state directory holds "
+                                   "for this run")
         return events
 
     def _position_after_doubt(self, interp: Interpreter, runbook: Runbook, state: Replayed, options: RunOptions,

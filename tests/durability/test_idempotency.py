@@ -87,10 +87,6 @@ def test_two_runs_with_the_same_key_at_the_same_moment_exactly_one_executes(ws: 
     assert sorted(r["exit_code"] for r in run_records(ws)) == [0, 11]
 
 
-@pytest.mark.xfail(reason="BUG: a keyed run that pauses (or is killed) and is then resumed to SUCCESS never settles "
-                          "its idempotency key: engine/session.py resume passes claim=None to _finish, so the key "
-                          "file keeps outcome PAUSED/RUNNING and a new run with the same key executes again",
-                   strict=True)
 @pytest.mark.parametrize("interruption", ["approval", "kill"])
 def test_key_of_a_run_resumed_to_success_blocks_a_new_run(ws: Workspace, interruption: str) -> None:
     if interruption == "approval":

@@ -231,9 +231,6 @@ def test_in_doubt_verify_cannot_tell_pauses(ws: Workspace) -> None:
 # -- logs a crash leaves behind --------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="BUG: resume appends to a torn last record of events.jsonl (engine/evidence.py EventLog "
-                          "opens O_APPEND after read_events skipped the torn line), so the log gets an unparseable "
-                          "line and every later resume exits 50", strict=True)
 def test_torn_last_record_does_not_make_the_run_unrecoverable(ws: Workspace) -> None:
     write_doubt_runbook(ws, HANG_AFTER_EFFECT)
     run_id = crash_in_write(ws)
@@ -249,9 +246,6 @@ def test_torn_last_record_does_not_make_the_run_unrecoverable(ws: Workspace) -> 
     assert second.code in (0, 30), second.text
 
 
-@pytest.mark.xfail(reason="BUG: a run killed after its run record was saved but before its run_started record "
-                          "(engine/session.py start: store.save then log.record) resumes with an empty log; "
-                          "replay leaves position None and resume ends SUCCESS having run no step", strict=True)
 def test_killed_before_run_started_record_does_not_resume_to_success_without_running(ws: Workspace) -> None:
     write_doubt_runbook(ws, ECHO)
     assert ws.cli("run", "doubt", "--no-input").code == 0
