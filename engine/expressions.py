@@ -181,8 +181,33 @@ def template_expressions(value: Any) -> list[str]:
     return []
 
 
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_PLAIN_EXPRESSION = re.compile(rf"^\s*({_DOTTED})\s*$")
+_PLAIN_TEMPLATE_PART = re.compile(rf"\{{\{{\s*({_DOTTED})\s*\}}\}}")
+_LITERALS = {"true", "false", "none", "True", "False", "None"}
+_KEYWORDS = {"and", "or", "not", "in", "is", "if", "else", "for", "recursive"}
+
+
+def _plain_references(source: str, is_expression: bool) -> tuple[frozenset[str], tuple[tuple[str, ...], ...]] | None:
+    """Names and paths of the common simple forms (`a.b.c`, `text {{ a.b }} text`) without parsing."""
+    if is_expression:
+        match = _PLAIN_EXPRESSION.match(source)
+        dotted = [match.group(1)] if match else None
+    elif "{%" in source or "{#" in source or source.count("{{") != len(_PLAIN_TEMPLATE_PART.findall(source)):
+        dotted = None
+    else:
+        dotted = _PLAIN_TEMPLATE_PART.findall(source)
+    if dotted is None or any(d.split(".")[0] in _KEYWORDS for d in dotted):
+        return None
+    paths = [tuple(d.split(".")) for d in dotted if d.split(".")[0] not in _LITERALS]
+    return frozenset(p[0] for p in paths), tuple(p for p in paths if len(p) > 1)
+
+
 @lru_cache(maxsize=8192)
 def _references(source: str, is_expression: bool) -> tuple[frozenset[str], tuple[tuple[str, ...], ...]]:
+    plain = _plain_references(source, is_expression)
+    if plain is not None:
+        return plain
     from jinja2 import TemplateError, nodes
 
     text = "{{ " + source + " }}" if is_expression else source

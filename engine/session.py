@@ -69,6 +69,14 @@ class RunResult:
                 "waiting_for": self.waiting_for}
 
 
+@dataclass
+class _Holding:
+    """What a run holds while it executes and must give back however it ends."""
+
+    lock: Any = None
+    claim: Any = None
+
+
 class _ResumeBlocked(Exception):
     """A resume could not start (lock held); the run stays as it was."""
 
@@ -163,25 +171,34 @@ class Workspace:
             "parent_run_id": parent_run_id, "assume": options.assume, "run": run,
         })
         interp = self._interpreter(runbook, log, run, params, env, trigger, options, secrets)
-        claim = None
-        held = None
-        try:
+        holding = _Holding()
+
+        def body() -> tuple[Outcome, str]:
             if record.idempotency_key:
                 key = record.idempotency_key
-                claim = idempotency.claim(self.config.state_dir, key, run_id, options.force, live=options.mode == "live")
-                log.record("idempotency", None, {"key": key, **claim.evidence})
-                if claim.skip:
-                    raise Finish(Outcome.BUSINESS_SKIP, claim.message)
+                holding.claim = idempotency.claim(self.config.state_dir, key, run_id, options.force,
+                                                  live=options.mode == "live")
+                log.record("idempotency", None, {"key": key, **holding.claim.evidence})
+                if holding.claim.skip:
+                    raise Finish(Outcome.BUSINESS_SKIP, holding.claim.message)
             if runbook.lock:
-                held = self._take_lock(runbook, run_id, options, log)
-            outcome, message = interp.run_from(runbook.steps[0].id)
-            return self._finish(record, log, outcome, message, held, claim)
+                holding.lock = self._take_lock(runbook, run_id, options, log)
+            return interp.run_from(runbook.steps[0].id)
+
+        return self._drive(record, log, holding, body)
+
+    def _drive(self, record: RunRecord, log: EventLog, holding: _Holding, body: Any) -> RunResult:
+        """Run `body` and end the run however it ends: finished, paused or interrupted; always sealed."""
+        try:
+            outcome, message = body()
+            return self._finish(record, log, outcome, message, holding.lock, holding.claim)
         except Finish as done:
-            return self._finish(record, log, done.outcome, done.message, held, claim)
+            return self._finish(record, log, done.outcome, done.message, holding.lock, holding.claim)
         except Pause as pause:
-            return self._pause(record, log, pause, held, claim)
+            return self._pause(record, log, pause, holding.lock, holding.claim)
         except signals.Interrupted as stop:
-            return self._pause(record, log, Pause(str(stop), {"type": "interrupted", "signal": stop.signame}), held, claim)
+            interrupted = Pause(str(stop), {"type": "interrupted", "signal": stop.signame})
+            return self._pause(record, log, interrupted, holding.lock, holding.claim)
         finally:
             log.close()
 
@@ -343,36 +360,33 @@ class Workspace:
                              in_doubt=options.in_doubt)
         interp = self._interpreter(runbook, log, run, params, env, started.get("trigger"), resumed, secrets)
         interp.restore(state)
-        held = None
-        claim = None
+        if runbook.lock:
+            try:
+                lock = self._take_lock(runbook, run_id, resumed, log, resuming=True)
+            except _ResumeBlocked as blocked:
+                record.status, record.waiting_for = previous_status, previous_waiting
+                self._seal(record, log)
+                result = RunResult(run_id, record.runbook, blocked.outcome,
+                                   f"{blocked}; the run is unchanged and can be resumed later", directory, record.mode,
+                                   previous_waiting)
+                self.reporter.run_finished(result)
+                return result
+        else:
+            lock = None
+        holding = _Holding(lock=lock)
         if record.idempotency_key and record.mode == "live":
             from engine import idempotency
 
-            claim = idempotency.reclaim(self.config.state_dir, record.idempotency_key, run_id)
-        try:
-            if runbook.lock:
-                held = self._take_lock(runbook, run_id, resumed, log, resuming=True)
+            holding.claim = idempotency.reclaim(self.config.state_dir, record.idempotency_key, run_id)
+
+        def body() -> tuple[Outcome, str]:
             if state.unhandled:
                 interp._run_rollbacks()
-                raise Finish(Outcome(state.unhandled["outcome"]), f"step '{state.unhandled['step']}' failed: {state.unhandled.get('error')}")
-            position = self._position_after_doubt(interp, runbook, state, resumed, log)
-            outcome, message = interp.run_from(position)
-            return self._finish(record, log, outcome, message, held, claim)
-        except Finish as done:
-            return self._finish(record, log, done.outcome, done.message, held, claim)
-        except Pause as pause:
-            return self._pause(record, log, pause, held, claim)
-        except signals.Interrupted as stop:
-            return self._pause(record, log, Pause(str(stop), {"type": "interrupted", "signal": stop.signame}), held, claim)
-        except _ResumeBlocked as blocked:
-            record.status, record.waiting_for = previous_status, previous_waiting
-            self._seal(record, log)
-            result = RunResult(run_id, record.runbook, blocked.outcome, f"{blocked}; the run is unchanged and can be resumed later",
-                               directory, record.mode, previous_waiting)
-            self.reporter.run_finished(result)
-            return result
-        finally:
-            log.close()
+                raise Finish(Outcome(state.unhandled["outcome"]),
+                             f"step '{state.unhandled['step']}' failed: {state.unhandled.get('error')}")
+            return interp.run_from(self._position_after_doubt(interp, runbook, state, resumed, log))
+
+        return self._drive(record, log, holding, body)
 
     def _trusted_events(self, record: RunRecord) -> list[dict[str, Any]]:
         directory = Path(record.evidence_dir)

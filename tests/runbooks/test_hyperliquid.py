@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.runbooks import scenario
+
 SIMCORE = str(Path(sys.executable).with_name("simcore"))
 ENV = {"BINANCE_API_KEY": "dummy-key", "BINANCE_API_SECRET": "dummy-secret", "HYPERLIQUID_TARGET_WALLET": "0xdummy"}
 
@@ -26,43 +28,22 @@ ENV = {"BINANCE_API_KEY": "dummy-key", "BINANCE_API_SECRET": "dummy-secret", "HY
 
 def run(sim: Any, name: str, *args: str, dry: bool = False, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     """`runbook run NAME` with the hyperliquid sim profile, no prompts, JSON output."""
-    extra = ("--dry-run",) if dry else ()
-    res = sim.cli("run", name, "--params-file", sim.profile("hyperliquid"), "--no-input", "--output", "json",
-                  *extra, *args, env=ENV if env is None else env)
-    assert res.out.strip(), res.text
-    return res.code, json.loads(res.out)
+    return scenario.run(sim, "hyperliquid", name, *args, dry=dry, env=ENV if env is None else env)
 
 
 def approve_and_resume(sim: Any, doc: dict[str, Any], step: str, by: str = "alice",
                        deny: bool = False) -> tuple[int, dict[str, Any]]:
     """The run is paused at `step`: approve (or deny) it as `by`, then resume."""
-    assert doc["outcome"] == "PAUSED" and doc["waiting_for"]["step"] == step, doc
-    verdict = sim.cli("approve", doc["run_id"], step, "--by", by, *(["--deny"] if deny else []))
-    assert verdict.code == 0, verdict.text
-    res = sim.cli("resume", doc["run_id"], "--no-input", "--output", "json", env=ENV)
-    return res.code, json.loads(res.out)
-
-
-def verified(sim: Any, doc: dict[str, Any]) -> bool:
-    res = sim.cli("evidence", "verify", doc["run_id"])
-    assert res.code == 0, res.text
-    return True
+    return scenario.approve_and_resume(sim, doc, step, by, deny, env=ENV)
 
 
 def dry_run_untouched(sim: Any, name: str, *args: str) -> tuple[int, dict[str, Any]]:
     """Dry-run NAME; assert core/ is byte-identical afterwards and the bundle verifies."""
-    before = sim.state_hash()
-    code, doc = run(sim, name, *args, dry=True)
-    assert sim.state_hash() == before, f"dry-run of {name} changed the core"
-    assert doc["mode"] == "dry-run"
-    assert verified(sim, doc)
-    return code, doc
+    return scenario.dry_run_untouched(sim, "hyperliquid", name, *args, env=ENV)
 
 
-def status(sim: Any) -> dict[str, Any]:
-    res = sim.simcore("status", "--json")
-    assert res.code == 0, res.text
-    return json.loads(res.out)
+verified = scenario.verified
+status = scenario.status
 
 
 def query(sim: Any, sql: str, *params: Any, db: str = "core/state/core.db") -> list[tuple[Any, ...]]:

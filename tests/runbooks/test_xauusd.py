@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.runbooks import scenario
+
 CSV = "core/data/live/XAUUSD_M1_live.csv"
 
 
@@ -21,42 +23,17 @@ CSV = "core/data/live/XAUUSD_M1_live.csv"
 
 def run(sim: Any, name: str, *args: str, dry: bool = False) -> tuple[int, dict[str, Any]]:
     """`runbook run NAME` with the xauusd sim profile, no prompts, JSON output."""
-    extra = ("--dry-run",) if dry else ()
-    res = sim.cli("run", name, "--params-file", sim.profile("xauusd"), "--no-input", "--output", "json", *extra, *args)
-    assert res.out.strip(), res.text
-    return res.code, json.loads(res.out)
-
-
-def approve_and_resume(sim: Any, doc: dict[str, Any], step: str, by: str = "alice",
-                       deny: bool = False) -> tuple[int, dict[str, Any]]:
-    """The run is paused at `step`: approve (or deny) it as `by`, then resume."""
-    assert doc["outcome"] == "PAUSED" and doc["waiting_for"]["step"] == step, doc
-    verdict = sim.cli("approve", doc["run_id"], step, "--by", by, *(["--deny"] if deny else []))
-    assert verdict.code == 0, verdict.text
-    res = sim.cli("resume", doc["run_id"], "--no-input", "--output", "json")
-    return res.code, json.loads(res.out)
-
-
-def verified(sim: Any, doc: dict[str, Any]) -> bool:
-    res = sim.cli("evidence", "verify", doc["run_id"])
-    assert res.code == 0, res.text
-    return True
+    return scenario.run(sim, "xauusd", name, *args, dry=dry)
 
 
 def dry_run_untouched(sim: Any, name: str, *args: str) -> tuple[int, dict[str, Any]]:
     """Dry-run NAME; assert core/ is byte-identical afterwards and the bundle verifies."""
-    before = sim.state_hash()
-    code, doc = run(sim, name, *args, dry=True)
-    assert sim.state_hash() == before, f"dry-run of {name} changed the core"
-    assert doc["mode"] == "dry-run"
-    assert verified(sim, doc)
-    return code, doc
+    return scenario.dry_run_untouched(sim, "xauusd", name, *args)
 
 
-def status(sim: Any) -> dict[str, Any]:
-    res = sim.simcore("status", "--json")
-    assert res.code == 0, res.text
-    return json.loads(res.out)
+approve_and_resume = scenario.approve_and_resume
+verified = scenario.verified
+status = scenario.status
 
 
 def ledger(sim: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,51 @@
+"""Helpers shared by the seed scenario tests: run a library runbook with a system's sim profile."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def run(sim: Any, system: str, name: str, *args: str, dry: bool = False,
+        env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """`runbook run NAME` with `profiles/<system>-sim.yaml`, no prompts, JSON output."""
+    extra = ("--dry-run",) if dry else ()
+    res = sim.cli("run", name, "--params-file", sim.profile(system), "--no-input", "--output", "json",
+                  *extra, *args, env=env)
+    assert res.out.strip(), res.text
+    return res.code, json.loads(res.out)
+
+
+def approve_and_resume(sim: Any, doc: dict[str, Any], step: str, by: str = "alice", deny: bool = False,
+                       env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """The run is paused at `step`: approve (or deny) it as `by`, then resume."""
+    assert doc["outcome"] == "PAUSED" and doc["waiting_for"]["step"] == step, doc
+    verdict = sim.cli("approve", doc["run_id"], step, "--by", by, *(["--deny"] if deny else []))
+    assert verdict.code == 0, verdict.text
+    res = sim.cli("resume", doc["run_id"], "--no-input", "--output", "json", env=env)
+    return res.code, json.loads(res.out)
+
+
+def verified(sim: Any, doc: dict[str, Any]) -> bool:
+    """The run's evidence bundle verifies (asserts it)."""
+    res = sim.cli("evidence", "verify", doc["run_id"])
+    assert res.code == 0, res.text
+    return True
+
+
+def dry_run_untouched(sim: Any, system: str, name: str, *args: str,
+                      env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """Dry-run NAME; assert core/ is byte-identical afterwards and the bundle verifies."""
+    before = sim.state_hash()
+    code, doc = run(sim, system, name, *args, dry=True, env=env)
+    assert sim.state_hash() == before, f"dry-run of {name} changed the core"
+    assert doc["mode"] == "dry-run"
+    assert verified(sim, doc)
+    return code, doc
+
+
+def status(sim: Any) -> dict[str, Any]:
+    """`simcore status --json`."""
+    res = sim.simcore("status", "--json")
+    assert res.code == 0, res.text
+    return dict(json.loads(res.out))
