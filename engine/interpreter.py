@@ -521,15 +521,17 @@ class Interpreter:
         except ExpressionError as exc:
             return StepResult("failed", error=f"with: {exc}")
         begin = time.perf_counter()
-        if child_run_id is None:
-            from engine.runs import new_run_id
-
-            child_run_id = new_run_id(step.runbook)
-            self.log.record("step_started", step.id, {"kind": "call", "runbook": step.runbook, "params": params,
-                                                    "child_run_id": child_run_id})
-            outcome, run_id, message = self.svc.call_runbook(step, params, child_run_id)
+        resumed = self.svc.resume_child(child_run_id) if child_run_id else None
+        if resumed is not None:
+            outcome, run_id, message = resumed
         else:
-            outcome, run_id, message = self.svc.resume_child(child_run_id)
+            if child_run_id is None:
+                from engine.runs import new_run_id
+
+                child_run_id = new_run_id(step.runbook)
+                self.log.record("step_started", step.id, {"kind": "call", "runbook": step.runbook, "params": params,
+                                                        "child_run_id": child_run_id})
+            outcome, run_id, message = self.svc.call_runbook(step, params, child_run_id)
         result = {"run_id": run_id, "outcome": outcome.value, "exit_code": outcome.exit_code, "message": message}
         if outcome is Outcome.PAUSED:
             raise Pause(f"sub-runbook '{step.runbook}' is paused", {"type": "call", "step": step.id, "child_run_id": run_id})

@@ -213,9 +213,15 @@ class Workspace:
                            interactive=options.interactive, step_mode=options.step_mode, assume=options.assume,
                            workdir=Path.cwd(), secrets=secrets)
 
-    def _resume_child(self, child_run_id: str, options: RunOptions) -> tuple[Outcome, str, str]:
-        result = self.resume(child_run_id, RunOptions(operator=options.operator, interactive=options.interactive,
-                                                      step_mode=options.step_mode, in_doubt=options.in_doubt))
+    def _resume_child(self, child_run_id: str, options: RunOptions) -> tuple[Outcome, str, str] | None:
+        """Continue a sub-runbook run; None when it never got as far as saving its record (start it)."""
+        from engine.runs import UnknownRun
+
+        try:
+            result = self.resume(child_run_id, RunOptions(operator=options.operator, interactive=options.interactive,
+                                                          step_mode=options.step_mode, in_doubt=options.in_doubt))
+        except UnknownRun:
+            return None
         return result.outcome, result.run_id, result.message
 
     def _take_lock(self, runbook: Runbook, run_id: str, options: RunOptions, log: EventLog,
