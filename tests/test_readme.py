@@ -76,3 +76,25 @@ def test_idempotency(sim: SimWorkspace) -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     head = Path(REPO / "README.md").read_text().splitlines()[:6]
     assert any(line.startswith("make demo") for line in head) and any(line.startswith("make test") for line in head)
+
+
+def test_examples_call_wait_and_trigger(sim: SimWorkspace) -> None:
+    """nightly calls db-health under a lock; config-change waits for a reload marker; a trigger is kept."""
+    trigger = '{"alert": "NightlyMaintenance", "source": "cron"}'
+    nightly = sim.cli("run", "nightly", "--trigger", trigger, "--output", "json")
+    assert nightly.code == 0, nightly.text
+    doc = json.loads(nightly.out)
+    assert doc["steps"]["health"]["result"]["outcome"] == "SUCCESS"
+    manifest = json.loads((Path(doc["evidence_dir"]) / "manifest.json").read_text())
+    assert manifest["trigger"] == {"alert": "NightlyMaintenance", "source": "cron"}
+
+    config = sim.root / "core" / "config"
+    proposed = (config / "settings.yaml").read_text().replace("filters_enabled: true", "filters_enabled: false")
+    (config / "settings.proposed.yaml").write_text(proposed)
+    (config / ".reloaded").write_text("reloaded")
+    assert sim.cli("run", "config-change", "--no-input", "--param", "wait_for_reload=true").code == 12
+    run_id = last_run(sim, "config-change")
+    assert sim.cli("approve", run_id, "second_pair_of_eyes", "--by", "alice").code == 0
+    resumed = sim.cli("resume", run_id, "--output", "json")
+    assert resumed.code == 0, resumed.text
+    assert json.loads(resumed.out)["steps"]["await_reload"]["status"] == "ok"
