@@ -156,6 +156,7 @@ def _check_manifest_fields(path: Path, manifest: dict[str, Any], started: dict[s
                            finished: dict[str, Any] | None) -> None:
     """The manifest must say what the chain says (an unsigned manifest is otherwise editable)."""
     pairs = [("mode", started.get("mode")), ("runbook_sha256", started.get("sha256")),
+             ("runbook_version", started.get("version")),
              ("operator", started.get("operator")), ("runbook", started.get("runbook"))]
     run = started.get("run") or {}
     if run.get("id"):

@@ -39,6 +39,7 @@ class RunRecord:
     host: str = field(default_factory=socket.gethostname)
     assume: dict[str, str] = field(default_factory=dict)
     last_event_hash: str | None = None
+    runbook_version: int | None = None
 
 
 def new_run_id(runbook: str) -> str:

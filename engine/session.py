@@ -158,7 +158,8 @@ class Workspace:
         log = EventLog(evidence_dir, redactor)
         run = {"id": run_id, "mode": options.mode, "runbook": runbook.name, "started_at": utc_now(), "operator": operator}
         record = RunRecord(run_id=run_id, runbook=runbook.name, runbook_path=str(runbook.path),
-                           runbook_sha256=runbook.sha256, mode=options.mode, operator=operator,
+                           runbook_sha256=runbook.sha256, runbook_version=runbook.version, mode=options.mode,
+                           operator=operator,
                            params=redactor.data(params), evidence_dir=str(evidence_dir), started_at=run["started_at"],
                            trigger=redactor.data(trigger), parent_run_id=parent_run_id, assume=options.assume)
         if runbook.idempotency_key:
@@ -307,7 +308,8 @@ class Workspace:
         directory = Path(record.evidence_dir)
         fields = {
             "run_id": record.run_id, "runbook": record.runbook, "runbook_path": record.runbook_path,
-            "runbook_sha256": record.runbook_sha256, "engine_version": __version__, "params": record.params,
+            "runbook_sha256": record.runbook_sha256, "runbook_version": record.runbook_version,
+            "engine_version": __version__, "params": record.params,
             "mode": record.mode, "operator": record.operator, "host": record.host, "trigger": record.trigger,
             "started_at": record.started_at, "ended_at": record.ended_at, "outcome": record.outcome,
             "exit_code": record.exit_code, "status": record.status, "parent_run_id": record.parent_run_id,
