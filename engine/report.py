@@ -27,7 +27,7 @@ def render_markdown(directory: Path, fields: dict[str, Any]) -> str:
         "|---|---|",
     ]
     for key in ("outcome", "exit_code", "status", "mode", "operator", "host", "started_at", "ended_at",
-                "runbook_path", "runbook_sha256", "engine_version", "parent_run_id"):
+                "runbook_path", "runbook_version", "runbook_sha256", "engine_version", "parent_run_id"):
         lines.append(f"| {key} | {_value(fields.get(key))} |")
     lines.append(f"| params | {_value(fields.get('params'))} |")
     if fields.get("trigger"):
