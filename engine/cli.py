@@ -357,6 +357,8 @@ def _bundle_dir(args: argparse.Namespace, target: str) -> Path:
     path = Path(target)
     if path.is_dir():
         return path
+    if "/" in target:
+        raise UsageError(f"no evidence bundle at {target} (expected a bundle directory or a run id)")
     ws = _workspace(args)
     candidate = ws.config.evidence_dir / target
     if candidate.is_dir():

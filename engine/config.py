@@ -35,6 +35,29 @@ class Config:
     source: Path | None = None
 
 
+_PATH_LISTS = ("runbook_paths", "plugin_paths")
+_STRINGS = ("evidence_dir", "state_dir", "kill_switch", "signing_key_env")
+
+
+def _type_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for every setting of the wrong type."""
+    out = []
+    for key in _PATH_LISTS:
+        value = raw.get(key)
+        if key in raw and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            out.append((key, f"{key}: expected a path or a list of paths, got {value!r}"))
+    for key in _STRINGS:
+        if key in raw and not isinstance(raw[key], str):
+            out.append((key, f"{key}: expected a string, got {raw[key]!r}"))
+    core = raw.get("core")
+    if "core" in raw:
+        if not isinstance(core, dict):
+            out.append(("core", f"core: expected a mapping such as {{adapter: sim, root: DIR}}, got {core!r}"))
+        elif core.get("adapter", "sim") not in ("sim", "http"):
+            out.append(("core", f"core.adapter: expected sim or http, got {core.get('adapter')!r}"))
+    return out
+
+
 def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
     """The configuration from `--config`, `$RUNBOOK_CONFIG`, `./runbook.yaml`, or defaults."""
     cwd = (cwd or Path.cwd()).resolve()
@@ -56,6 +79,9 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
             raise InvalidRunbook([
                 doc.problem((k,), f"unknown setting '{k}' (expected one of: {', '.join(DEFAULTS)})") for k in unknown
             ])
+        problems = [doc.problem((k,), message) for k, message in _type_problems(raw)]
+        if problems:
+            raise InvalidRunbook(problems)
         source = path
     elif chosen:
         raise InvalidRunbook([Problem(str(path), None, None, None, "config file not found")])

@@ -243,3 +243,18 @@ def test_run_by_path(library: Workspace) -> None:
     """`run PATH` runs a file given by path."""
     result = library.cli("run", "runbooks/alpha.yaml", "--no-input")
     assert result.code == 0, result.text
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("runbook_paths: 5\n", "runbook_paths: expected a path or a list of paths"),
+    ("core: {adapter: ftp}\n", "core.adapter: expected sim or http"),
+    ("evidence_dir: [a, b]\n", "evidence_dir: expected a string"),
+    ("evidnce_dir: x\n", "unknown setting 'evidnce_dir'"),
+])
+def test_bad_config_is_a_located_error(ws: Workspace, config: str, expected: str) -> None:
+    """A wrong runbook.yaml is DATA_INVALID with its location, never an internal error."""
+    ws.write("runbook.yaml", config)
+    result = ws.cli("list")
+    assert result.code == 20, result.text
+    assert "runbook.yaml:1:" in result.err and expected in result.err
+    assert "internal error" not in result.text
