@@ -79,14 +79,22 @@ class Check(Protocol):
     params_schema: ClassVar[Mapping[str, Any]]
     mutates: ClassVar[bool]
 
-    def run(self, params: Mapping[str, Any], ctx: StepContext) -> Mapping[str, Any]: ...
+    def run(self, params: Mapping[str, Any], ctx: StepContext) -> Mapping[str, Any]:
+        """Do the work with rendered, validated params; the mapping is the step's `result`.
+
+        A key `ok` (bool) is the verdict when the step has no `expect`. Raise PluginError
+        (optionally with a partial `result`) for an expected failure.
+        """
+        ...
 
 
 @runtime_checkable
 class Action(Check, Protocol):
     """A mutating plugin: planned in dry-run, verified after a crash where possible."""
 
-    def plan(self, params: Mapping[str, Any], ctx: StepContext) -> Plan: ...
+    def plan(self, params: Mapping[str, Any], ctx: StepContext) -> Plan:
+        """Say concretely what `run` would do, without doing any of it (dry-run)."""
+        ...
 
     def verify(self, params: Mapping[str, Any], ctx: StepContext) -> bool | None:
         """True: the effect is present; False: absent; None: cannot tell."""
