@@ -388,6 +388,8 @@ class Workspace:
             holding.claim = idempotency.reclaim(self.config.state_dir, record.idempotency_key, run_id)
 
         def body() -> tuple[Outcome, str]:
+            if state.unhandled and state.unhandled.get("end"):
+                raise Finish(Outcome(state.unhandled["outcome"]), f"ended at step '{state.unhandled['step']}'")
             if state.unhandled:
                 interp._run_rollbacks()
                 raise Finish(Outcome(state.unhandled["outcome"]),
