@@ -391,6 +391,7 @@ class Workspace:
             if state.unhandled and state.unhandled.get("end"):
                 raise Finish(Outcome(state.unhandled["outcome"]), f"ended at step '{state.unhandled['step']}'")
             if state.unhandled:
+                self._rollback_in_doubt(interp, runbook, state, resumed, log)
                 interp._run_rollbacks()
                 raise Finish(Outcome(state.unhandled["outcome"]),
                              f"step '{state.unhandled['step']}' failed: {state.unhandled.get('error')}")
@@ -418,6 +419,27 @@ class Workspace:
                 raise StateCorrupt(f"{events_path}: does not contain the last record hash the state directory holds "
                                    "for this run")
         return events
+
+    def _rollback_in_doubt(self, interp: Interpreter, runbook: Runbook, state: Replayed, options: RunOptions,
+                           log: EventLog) -> None:
+        """A rollback step interrupted mid-way: verified, rerun on request, or the run pauses."""
+        flight = state.in_flight
+        if flight is None or not flight.get("mutates") or flight.get("planned"):
+            return
+        step = runbook.step(flight["step"])
+        assert isinstance(step, (ActionStep, CheckStep))
+        plugin = interp.svc.registry.get("action" if isinstance(step, ActionStep) else "check", step.plugin)
+        answer = self._verify(interp, step, plugin, flight)
+        choice = {True: "done", False: "rerun"}.get(answer) if answer is not None else options.in_doubt
+        log.record("in_doubt", step.id, {"rollback": True, "attempt": flight.get("attempt"), "token": flight.get("token"),
+                                         "verify": answer, "choice": choice,
+                                         "by": options.operator or default_operator()})
+        if choice is None:
+            raise Pause(f"rollback step '{step.id}' is in doubt: it started but never recorded its end; resume with "
+                        "--in-doubt rerun|skip|fail", {"type": "in_doubt", "step": step.id, "rollback": True,
+                                                       "choices": ["rerun", "skip", "fail"]})
+        if choice == "rerun":
+            interp.rollback_stack.append(step.id)
 
     def _position_after_doubt(self, interp: Interpreter, runbook: Runbook, state: Replayed, options: RunOptions,
                               log: EventLog) -> str | None:

@@ -45,3 +45,49 @@ def test_crash_after_an_end_step_resumes_to_that_outcome_without_rollbacks(ws: W
     assert resumed.code == 60, resumed.text
     assert (ws.root / "made.txt").exists(), "an explicit end must not run the rollbacks"
     assert ws.cli("evidence", "verify", run_id).code == 0
+
+
+ROLLS_BACK = """
+runbook: rolls-back
+title: Rolls back
+version: 1
+description: an action, a failing check, and a rollback that the test kills mid-way
+source: tests
+steps:
+  - id: write
+    action: file.write
+    with: {path: made.txt, content: "made"}
+    rollback: undo
+  - id: gate
+    check: shell
+    with: {argv: ["false"]}
+  - id: undo
+    action: shell
+    with:
+      argv: [sh, -c, "if [ -e armed ]; then rm armed; echo $$ > child.pid; exec sleep 30; fi; echo undone >> undo.log"]
+"""
+
+
+def test_a_rollback_killed_mid_way_is_in_doubt_and_rerun_on_request(ws: Workspace) -> None:
+    import os
+    import signal
+    import time
+
+    ws.runbook("rolls-back", ROLLS_BACK)
+    (ws.root / "armed").touch()
+    proc = ws.popen("run", "rolls-back")
+    pid_file = ws.root / "child.pid"
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait(timeout=10)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    run_id = json.loads(ws.cli("runs", "--output", "json").out)[0]["run_id"]
+
+    paused = ws.cli("resume", run_id)
+    assert paused.code == 12 and "rollback step 'undo' is in doubt" in paused.err, paused.text
+    finished = ws.cli("resume", run_id, "--in-doubt", "rerun")
+    assert finished.code == 10, finished.text
+    assert (ws.root / "undo.log").read_text() == "undone\n"
+    assert ws.cli("evidence", "verify", run_id).code == 0
