@@ -165,7 +165,8 @@ class Interpreter:
             raise Finish(Outcome.SUCCESS, "")
         except Finish as done:
             outcome = done.outcome
-            if self.halted and outcome in (Outcome.SUCCESS, Outcome.BUSINESS_REJECT, Outcome.BUSINESS_SKIP):
+            still_engaged = self.halted and os.path.exists(self.svc.kill_switch)
+            if still_engaged and outcome in (Outcome.SUCCESS, Outcome.BUSINESS_REJECT, Outcome.BUSINESS_SKIP):
                 return Outcome.ANOMALY_HALT, f"kill switch engaged ({self.svc.kill_switch}); {done.message}".rstrip("; ")
             return outcome, done.message
 
