@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.expressions import is_template
 from engine.model import (
     ActionStep,
     ApproveStep,
@@ -33,7 +34,11 @@ def _expr(value: Any) -> str | None:
 
 
 def _duration(value: Any) -> float | None:
-    return parse_duration(value) if value is not None else None
+    return parse_duration(value) if value is not None and not is_template(value) else None
+
+
+def _templated(pairs: list[tuple[str, Any]]) -> tuple[tuple[str, str], ...]:
+    return tuple((field, str(value)) for field, value in pairs if is_template(value))
 
 
 def step_kind(raw: dict[str, Any]) -> list[str]:
@@ -66,6 +71,7 @@ def build_step(raw: dict[str, Any], line: int = 0, col: int = 0) -> Step:
         "evidence": tuple(raw.get("evidence") or ()),
         "safe_in_halt": bool(raw.get("safe_in_halt", False)),
         "message": raw.get("message"),
+        "durations": _templated([("timeout_s", raw.get("timeout"))]),
     }
     if kind == "check":
         return CheckStep(plugin=raw["check"], with_=raw.get("with") or {}, mutates=bool(raw.get("mutates", False)), **common)
@@ -87,6 +93,7 @@ def build_step(raw: dict[str, Any], line: int = 0, col: int = 0) -> Step:
         )
     if kind == "wait":
         spec = raw["wait"]
+        common["durations"] += _templated([("every_s", spec.get("every")), ("wait_timeout_s", spec.get("timeout"))])
         return WaitStep(
             plugin=spec["check"],
             plugin_with=spec.get("with") or {},

@@ -207,6 +207,10 @@ class Interpreter:
             if choice == "abort":
                 self._run_rollbacks()
                 raise Finish(Outcome.BUSINESS_REJECT, f"aborted by the operator at step '{step.id}'", step.id)
+        try:
+            step = self._concrete(step)
+        except ExpressionError as exc:
+            return self._route(step, StepResult("failed", error=str(exc)))
         reporter.step_started(step)
         if step.id in self.assume and self.dry:
             assumed = self.assume[step.id]
@@ -221,6 +225,23 @@ class Interpreter:
             result = handler(step)
         reporter.step_finished(step, result)
         return self._route(step, result)
+
+    def _concrete(self, step: Step) -> Step:
+        """The step with its templated durations rendered (ExpressionError if one is not a duration)."""
+        if not step.durations:
+            return step
+        from dataclasses import replace
+
+        from engine.model import parse_duration
+
+        values: dict[str, Any] = {}
+        for name, template in step.durations:
+            rendered = render(template, self.scope())
+            try:
+                values[name] = float(rendered) if isinstance(rendered, (int, float)) else parse_duration(str(rendered))
+            except ValueError as exc:
+                raise ExpressionError(f"{name.removesuffix('_s').replace('wait_', 'wait.')}: {exc}") from None
+        return replace(step, **values)
 
     def _route(self, step: Step, result: StepResult) -> str | None:
         self.steps[step.id] = result.view()
@@ -261,15 +282,20 @@ class Interpreter:
             step = self.rb.step(target)
             self.log.record("rollback", target, {"remaining": list(self.rollback_stack)})
             self.svc.reporter.step_started(step, rollback=True)
-            if isinstance(step, (CheckStep, ActionStep)):
-                result = self._plugin_step(step)
-            else:
-                result = StepResult("failed", error=f"rollback target '{target}' is a {step.kind} step (expected check or action)")
+            result = self._rollback_step(step)
             self.steps[step.id] = result.view()
             self.log.record("step_finished", step.id, {"status": result.status, "ok": result.ok, "result": result.result,
                                                      "error": result.error, "attempts": result.attempts,
                                                      "final": True, "rollback": True, "next": None})
             self.svc.reporter.step_finished(step, result)
+
+    def _rollback_step(self, step: Step) -> StepResult:
+        if not isinstance(step, (CheckStep, ActionStep)):
+            return StepResult("failed", error=f"rollback target '{step.id}' is a {step.kind} step (expected check or action)")
+        try:
+            return self._plugin_step(self._concrete(step))
+        except ExpressionError as exc:
+            return StepResult("failed", error=str(exc))
 
     # -- check / action ------------------------------------------------------------
 

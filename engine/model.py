@@ -100,6 +100,7 @@ class Step:
     mutates: bool = False
     safe_in_halt: bool = False
     message: str | None = None
+    durations: tuple[tuple[str, str], ...] = ()  # (field, template) resolved when the step runs
 
     kind = "step"
 

@@ -7,6 +7,8 @@ from typing import Any
 from engine.model import END_OUTCOMES
 
 DURATION = {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "description": "500ms, 30s, 5m, 1h"}
+DURATION_OR_TEMPLATE = {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h)|.*\{\{.*\}\}.*)$",
+                        "description": "500ms, 30s, 5m, 1h, or a template giving one (e.g. \"{{ params.timeout }}\")"}
 STEP_ID = {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$", "description": "snake_case step id"}
 OUTCOME = {"enum": list(END_OUTCOMES)}
 EXPRESSION = {"type": ["string", "boolean"], "description": "a bare Jinja2 expression (no braces)"}
@@ -20,7 +22,7 @@ STEP_FIELDS: dict[str, Any] = {
     "expect": EXPRESSION,
     "on_fail": STEP_ID,
     "goto": STEP_ID,
-    "timeout": DURATION,
+    "timeout": DURATION_OR_TEMPLATE,
     "retry": {
         "type": "object",
         "additionalProperties": False,
@@ -77,8 +79,8 @@ STEP_FIELDS: dict[str, Any] = {
             "check": {"type": "string"},
             "with": {"type": "object"},
             "until": EXPRESSION,
-            "every": DURATION,
-            "timeout": DURATION,
+            "every": DURATION_OR_TEMPLATE,
+            "timeout": DURATION_OR_TEMPLATE,
         },
     },
     "call": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]*$"},

@@ -27,7 +27,7 @@ from engine.model import (
     WaitStep,
 )
 from engine.plugins import Registry
-from engine.schema import DURATION, KIND_KEYS, RUNBOOK_SCHEMA
+from engine.schema import DURATION, DURATION_OR_TEMPLATE, KIND_KEYS, RUNBOOK_SCHEMA
 
 ROOT_NAMES = {"params", "env", "run", "steps", "trigger", "now"}
 RUN_FIELDS = {"id", "mode", "runbook", "started_at", "operator"}
@@ -155,7 +155,7 @@ def _schema_problem(doc: Document, error: Any, prefix: Key, step: str | None = N
     if validator == "type":
         expected = schema["type"] if isinstance(schema["type"], str) else " or ".join(schema["type"])
         return doc.problem(path, f"{what}: expected {expected}, got {_type_name(instance)}", step)
-    if validator == "pattern" and schema.get("pattern") == DURATION["pattern"]:
+    if validator == "pattern" and schema.get("pattern") in (DURATION["pattern"], DURATION_OR_TEMPLATE["pattern"]):
         return doc.problem(path, f"{what}: bad duration {instance!r} (expected a number and a unit: 500ms, 30s, 5m, 1h)", step)
     if validator == "pattern":
         hint = schema.get("description") or f"matching {schema['pattern']}"
@@ -412,6 +412,9 @@ def _sources(step: Step, runbook: Runbook) -> list[tuple[Key, str, bool, set[str
 
     if isinstance(step, ApproveStep):
         out.append((("approve", "prompt"), step.prompt, False, set()))
+    keys = {"timeout_s": ("timeout",), "every_s": ("wait", "every"), "wait_timeout_s": ("wait", "timeout")}
+    for field, template in step.durations:
+        out.append((keys[field], template, False, set()))
     return out
 
 

@@ -638,3 +638,46 @@ def test_for_each_on_a_call_step(ws: Workspace) -> None:
     assert result.code in (0, 20), result.text
     if result.code == 0:
         assert (ws.root / "child-a.txt").exists() and (ws.root / "child-b.txt").exists()
+
+
+DURATIONS = """
+runbook: durations
+title: Durations from params
+version: 1
+description: timeout and wait durations taken from params
+source: tests
+params:
+  limit: {type: string, default: 300ms}
+  every: {type: string, default: 50ms}
+steps:
+  - id: slow
+    check: shell
+    with: {argv: [sleep, "5"]}
+    timeout: "{{ params.limit }}"
+    on_fail: poll
+  - id: poll
+    wait:
+      check: file.exists
+      with: {path: never.txt}
+      until: result.exists
+      every: "{{ params.every }}"
+      timeout: "{{ params.limit }}"
+"""
+
+
+def test_durations_can_come_from_params(ws: Workspace) -> None:
+    """`timeout`, `wait.every` and `wait.timeout` may be templates; a bad value fails the step clearly."""
+    ws.runbook("durations", DURATIONS)
+    started = time.monotonic()
+    result = ws.cli("run", "durations", "--output", "json")
+    assert time.monotonic() - started < 4, "the templated timeout did not apply"
+    assert result.code == 50, result.text
+    steps = json.loads(result.out)["steps"]
+    assert "timed out" in steps["slow"]["error"]
+    assert steps["poll"]["result"]["polls"] >= 2
+    bad = ws.cli("run", "durations", "--param", "limit=soon", "--output", "json")
+    assert bad.code == 50 and "bad duration 'soon'" in json.loads(bad.out)["steps"]["slow"]["error"]
+    typo = ws.runbook("typo", DURATIONS.replace("runbook: durations", "runbook: typo").replace("params.limit }}\"\n    on_fail", "params.limt }}\"\n    on_fail"))
+    assert typo.exists()
+    invalid = ws.cli("validate", "typo")
+    assert invalid.code == 20 and "unknown param 'limt'" in invalid.err
