@@ -49,3 +49,8 @@ def status(sim: Any) -> dict[str, Any]:
     res = sim.simcore("status", "--json")
     assert res.code == 0, res.text
     return dict(json.loads(res.out))
+
+
+def steps_status(doc: dict[str, Any]) -> dict[str, str]:
+    """Each step's final status in a `--output json` document."""
+    return {k: v["status"] for k, v in doc["steps"].items()}

@@ -7,7 +7,6 @@ afterwards, that the evidence bundle verifies, and that a dry-run leaves core/ b
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import sys
@@ -58,26 +57,11 @@ def audit_count(sim: Any) -> int:
     return query(sim, "select count(*) from audit_log")[0][0]
 
 
-def steps_status(doc: dict[str, Any]) -> dict[str, str]:
-    return {k: v["status"] for k, v in doc["steps"].items()}
+steps_status = scenario.steps_status
 
 
 # -- the library -------------------------------------------------------------------------------
 
-NAMES = {"startup-preflight", "post-start-checks", "ops-validation-bundle", "go-no-go",
-         "reduce-only-minimal-validation", "entered-armed-safe", "entered-halt", "retry-budget-exceeded",
-         "long-downtime-recovery", "cursor-recovery", "order-state-recovery", "backups", "schema-rebuild"}
-
-
-def test_every_hyperliquid_runbook_validates_and_cites_the_seed(sim):
-    res = sim.cli("validate")
-    assert res.code == 0, res.text
-    listed = sim.cli("list", "--tag", "hyperliquid", "--output", "json")
-    names = {r["name"] if isinstance(r, dict) else r for r in json.loads(listed.out)}
-    assert NAMES <= names
-    for name in NAMES:
-        shown = sim.cli("show", name)
-        assert shown.code == 0 and "002_1e246f0e2afbabb8.txt" in shown.text, shown.text
 
 
 # -- startup-preflight -------------------------------------------------------------------------

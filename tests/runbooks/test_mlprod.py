@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.runbooks import scenario
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = {"loss-limit-breach", "morning-checklist", "slippage-spike", "emergency-rollback"}
 OVERRIDE = "core/config/position_override.json"
 ALERTS = "core/logs/trading_alerts.jsonl"
 INCIDENTS = "core/logs/incidents.jsonl"
@@ -39,8 +37,7 @@ verified = scenario.verified
 status = scenario.status
 
 
-def steps_status(doc: dict[str, Any]) -> dict[str, str]:
-    return {k: v["status"] for k, v in doc["steps"].items()}
+steps_status = scenario.steps_status
 
 
 def incidents(sim: Any) -> list[dict[str, Any]]:
@@ -53,23 +50,6 @@ def write_alerts(sim: Any, *alerts: dict[str, str]) -> None:
 
 
 # -- the library -------------------------------------------------------------------------------
-
-
-def test_every_mlprod_runbook_validates_cites_the_seed_and_declares_the_profile(sim):
-    res = sim.cli("validate")
-    assert res.code == 0, res.text
-    listed = sim.cli("list", "--tag", "mlprod", "--output", "json")
-    names = {r["name"] if isinstance(r, dict) else r for r in json.loads(listed.out)}
-    assert NAMES <= names
-    profile = yaml.safe_load(Path(sim.profile("mlprod")).read_text())
-    blocks = []
-    for name in NAMES:
-        shown = sim.cli("show", name)
-        assert shown.code == 0 and "004_f22c873665eea905.txt" in shown.text, shown.text
-        params = yaml.safe_load((REPO / "runbooks/mlprod" / f"{name}.yaml").read_text())["params"]
-        assert set(profile) <= set(params), name
-        blocks.append({k: params[k] for k in profile})
-    assert all(b == blocks[0] for b in blocks)  # one shared params block
 
 
 # -- loss-limit-breach -------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from typing import Any
 from tests.runbooks import scenario
 
 MONTH = ("--param", "month=2026-01")
-NAMES = {"pre-rebalance-checks", "post-open-reconciliation", "incident-immediate-actions", "monthly-rebalance-guard"}
 
 
 def run(sim: Any, name: str, *args: str, dry: bool = False) -> tuple[int, dict[str, Any]]:
@@ -34,17 +33,6 @@ status = scenario.status
 def alerts(sim: Any) -> list[dict[str, Any]]:
     path = sim.root / "core/logs/rebalance_alerts.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def test_every_rebalance_runbook_validates_and_cites_the_seed(sim):
-    res = sim.cli("validate")
-    assert res.code == 0, res.text
-    listed = sim.cli("list", "--tag", "rebalance", "--output", "json")
-    names = {r["name"] if isinstance(r, dict) else r for r in json.loads(listed.out)}
-    assert NAMES <= names
-    for name in NAMES:
-        shown = sim.cli("show", name)
-        assert shown.code == 0 and "003_ee69a34aef19eb75.txt" in shown.text, shown.text
 
 
 # -- pre-rebalance-checks ----------------------------------------------------------------------

@@ -66,15 +66,6 @@ def xau(sim: Any) -> Any:
 # -- the library -------------------------------------------------------------------------------
 
 
-def test_every_xauusd_runbook_validates(xau):
-    res = xau.cli("validate")
-    assert res.code == 0, res.text
-    listed = xau.cli("list", "--tag", "xauusd", "--output", "json")
-    names = {r["name"] if isinstance(r, dict) else r for r in json.loads(listed.out)}
-    assert {"prod-smoke-test", "daily-start-check", "daily-live-run", "weekly-maintenance", "anomaly-halt",
-            "lock-stuck", "state-corrupt", "rollback"} <= names
-
-
 # -- prod-smoke-test (§1 step 1) -----------------------------------------------------------------
 
 
