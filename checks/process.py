@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.errors import PluginError
 from engine.plugins import StepContext
+from engine.runs import process_alive
 
-
-def pid_alive(pid: int) -> bool:
-    """kill(pid, 0) semantics (EPERM counts as alive); a zombie counts as dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+pid_alive = process_alive
 
 
 def read_pidfile(path: Path) -> int | None:

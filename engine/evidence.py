@@ -80,7 +80,6 @@ class EventLog:
                 self.seq, self.prev = last[-1]["seq"], last[-1]["hash"]
         torn = _drop_torn_tail(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._artifact_count = 0
         if torn:
             self.record("torn_record_dropped", None, torn)
 
@@ -109,7 +108,6 @@ class EventLog:
         folder.mkdir(exist_ok=True)
         text = content if isinstance(content, str) else content.decode("utf-8", errors="replace")
         data = self.redactor.text(text).encode("utf-8")
-        self._artifact_count += 1
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
         relative = f"{ARTIFACTS}/{self.seq + 1:06d}-{step or 'run'}-{safe}"
         path = self.directory / relative

@@ -22,7 +22,6 @@ class Replayed:
     items_done: dict[str, list[Any]] = field(default_factory=dict)
     unhandled: dict[str, Any] | None = None
     finished: dict[str, Any] | None = None
-    in_doubt_choices: list[dict[str, Any]] = field(default_factory=list)
 
 
 def replay(events: list[dict[str, Any]], runbook: Runbook) -> Replayed:
@@ -43,8 +42,6 @@ def replay(events: list[dict[str, Any]], runbook: Runbook) -> Replayed:
             state.approvals[step] = data
         elif kind == "kill_switch":
             state.halted = True
-        elif kind == "in_doubt":
-            state.in_doubt_choices.append({"step": step, **data})
         elif kind == "run_finished":
             state.finished = data
     return state

@@ -106,14 +106,18 @@ class UnknownRun(RunbookError):
 
 
 def process_alive(pid: int) -> bool:
-    """True when a process with that pid exists on this host."""
+    """True when a process with that pid runs on this host (EPERM counts as alive, a zombie as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def effective_status(record: RunRecord) -> str:

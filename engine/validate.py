@@ -18,6 +18,7 @@ from engine.library import Library
 from engine.loader import Document, Key
 from engine.model import (
     ActionStep,
+    ApproveStep,
     CallStep,
     CheckStep,
     DecideStep,
@@ -332,8 +333,6 @@ def _touches_template(params: Any, path: list[Any], error: Any) -> bool:
 
 def _approved_before(runbook: Runbook, target: Step) -> bool:
     """True when every route from the first step to `target` passes an approve step."""
-    from engine.model import ApproveStep
-
     seen: set[str] = set()
     stack = [runbook.steps[0].id]
     while stack:
@@ -408,8 +407,6 @@ def _sources(step: Step, runbook: Runbook) -> list[tuple[Key, str, bool, set[str
                 out.append((("decide", n, "if"), branch.condition, True, set()))
     if isinstance(step, WaitStep):
         out.append((("wait", "until"), step.until, True, {"result"}))
-    from engine.model import ApproveStep
-
     if isinstance(step, ApproveStep):
         out.append((("approve", "prompt"), step.prompt, False, set()))
     keys = {"timeout_s": ("timeout",), "every_s": ("wait", "every"), "wait_timeout_s": ("wait", "timeout")}
