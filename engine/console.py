@@ -50,7 +50,10 @@ class PlainConsole:
         """Operator mode: run, skip, abort or details."""
         while True:
             self._line(f"next: {step.id} ({step.kind}) {step.title or ''}")
-            answer = input("run / skip / abort / details? [r/s/a/d] ").strip().lower()[:1]
+            try:
+                answer = input("run / skip / abort / details? [r/s/a/d] ").strip().lower()[:1]
+            except EOFError:
+                return "abort"
             if answer == "d":
                 self._line(json.dumps(preview, indent=2, default=str))
                 continue
@@ -99,8 +102,11 @@ class RichConsole(PlainConsole):
 
         while True:
             self.console.rule(f"{step.id} ({step.kind})")
-            choice = Prompt.ask("run / skip / abort / details", choices=["run", "skip", "abort", "details"],
-                                default="run", console=self.console)
+            try:
+                choice = Prompt.ask("run / skip / abort / details", choices=["run", "skip", "abort", "details"],
+                                    default="run", console=self.console)
+            except EOFError:
+                return "abort"
             if choice != "details":
                 return choice
             self.console.print(Pretty(preview))

@@ -200,7 +200,8 @@ class Interpreter:
             if not go:
                 return self._route(step, StepResult("skipped", extra={"when": step.when}))
         if self.step_mode and self.interactive:
-            choice = reporter.ask_step(step, self._preview(step))
+            with signals.interruptible():
+                choice = reporter.ask_step(step, self._preview(step))
             self.log.record("operator_choice", step.id, {"choice": choice})
             if choice == "skip":
                 return self._route(step, StepResult("skipped", extra={"operator": "skip"}))
@@ -488,8 +489,8 @@ class Interpreter:
             return StepResult("planned", result={"would_ask": prompt})
         decision = self.approvals.pop(step.id, None)
         if decision is None and self.interactive:
-            decision = self.svc.reporter.ask_approval(step, prompt, self.run["operator"])
-            decision = {**decision, "via": "terminal"}
+            decision = self._ask_approval(step, prompt)
+        if decision is not None and decision.get("via") == "terminal":
             refusal = approval_refusal(step, decision["by"], self.run["operator"])
             if refusal:
                 self.log.record("approval_refused", step.id, {"by": decision["by"], "reason": refusal})
@@ -502,6 +503,15 @@ class Interpreter:
         if decision["decision"] == "approved":
             return StepResult("ok", result=result)
         return StepResult("failed", result=result, error=f"denied by {decision['by']}")
+
+    def _ask_approval(self, step: ApproveStep, prompt: str) -> dict[str, Any] | None:
+        """The operator's answer at the terminal; None when the terminal closed (the run then pauses)."""
+        try:
+            with signals.interruptible():
+                answer = self.svc.reporter.ask_approval(step, prompt, self.run["operator"])
+        except EOFError:
+            return None
+        return {**answer, "via": "terminal"}
 
     # -- wait ----------------------------------------------------------------------
 

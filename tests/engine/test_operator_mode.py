@@ -90,3 +90,15 @@ def test_abort_ends_the_run_and_runs_rollbacks(ws: Workspace) -> None:
     assert code == 10, screen
     assert "aborted by the operator" in screen
     assert not (ws.root / "second.txt").exists()
+
+
+def test_closing_the_terminal_at_an_approval_pauses_the_run(ws: Workspace) -> None:
+    """End of input (Ctrl-D) at the approval prompt approves nothing: the run pauses, resumable."""
+    ws.runbook("guided", STEPS)
+    code, screen = drive(ws, ["run", "guided"], [("approve?", "\x04")])
+    assert code == 12, screen
+    assert "Traceback" not in screen and not (ws.root / "third.txt").exists()
+    bundle = ws.evidence_dirs()[-1]
+    events = [json.loads(line) for line in (bundle / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e["type"] == "approval"]
+    assert [e["step"] for e in events if e["type"] == "approval_requested"] == ["gate"]
