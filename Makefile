@@ -12,15 +12,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/python -m compileall -q engine checks actions >/dev/null
+	$(BIN)/python -m compileall -q engine checks actions transports >/dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine checks actions simcore tests bench
-	$(BIN)/mypy --strict engine checks actions simcore
+	$(BIN)/ruff check engine checks actions transports simcore tests bench
+	$(BIN)/mypy --strict engine checks actions transports simcore
 
 test: $(STAMP) lint
 	$(BIN)/runbook validate

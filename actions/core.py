@@ -10,9 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from checks._core import CORE_PARAMS, connect
 from engine.errors import PluginError
 from engine.plugins import Plan, StepContext
+from transports.core import CORE_PARAMS, connect
 
 MODES = ["ARMED_LIVE", "ARMED_SAFE", "HALT"]
 

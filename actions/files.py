@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from checks._util import fsync_dir, sha256_file
 from engine.errors import PluginError
-from engine.plugins import Plan, StepContext
+from engine.plugins import Plan, StepContext, sha256_file
+from transports.util import fsync_dir
 
 PATH = {
     "type": "string",

@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from checks._util import effective_timeout
-from checks.http import HEADERS, TIMEOUT, URL, fetch, safe_url
 from engine.plugins import Plan, StepContext
+from transports.http import HEADERS, TIMEOUT, URL, fetch, safe_url
+from transports.util import effective_timeout
 
 _CREDENTIAL = re.compile(r"auth|cookie|token|secret|key|sign|pass", re.IGNORECASE)
 

@@ -9,10 +9,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from checks._util import effective_timeout, utc_iso
-from checks.http import URL, fetch, safe_url
 from engine.errors import PluginError
 from engine.plugins import Plan, StepContext
+from transports.http import URL, fetch, safe_url
+from transports.util import effective_timeout, utc_iso
 
 CHANNELS = ["console", "jsonl", "webhook"]
 

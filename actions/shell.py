@@ -1,4 +1,4 @@
-"""`shell` action: the shell check's runner, with a plan and an optional verify command."""
+"""`shell` action: the shared command runner, with a plan and an optional verify command."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import shlex
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from checks.shell import SHELL_SCHEMA, command_argv, run_command, run_params, step_env
 from engine.errors import PluginError
 from engine.plugins import Plan, StepContext
+from transports.process import SHELL_SCHEMA, command_argv, run_command, run_params, step_env
 
 
 class ShellAction:

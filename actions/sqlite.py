@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from checks._util import fsync_dir, sha256_file
-from checks.sqlite import DB, SQL_PARAMS, connect, jsonable, sql_error
 from engine.errors import PluginError
-from engine.plugins import Plan, StepContext
+from engine.plugins import Plan, StepContext, sha256_file
+from transports.sqlite import DB, SQL_PARAMS, connect, jsonable, sql_error
+from transports.util import fsync_dir
 
 
 class SqliteExec:

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
-from checks._util import effective_timeout
-from checks.http import URL, fetch
-from checks.shell import run_command
 from engine.errors import PluginError
 from engine.plugins import StepContext
+from transports.http import URL, fetch
+from transports.process import run_command
+from transports.util import effective_timeout
 
 
 def to_epoch_ms(value: Any) -> float:

@@ -8,10 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from checks.files import read_text
 from engine.errors import InvalidRunbook, PluginError
-from engine.loader import load_text
-from engine.plugins import StepContext
+from engine.plugins import StepContext, load_yaml
+from transports.util import read_text
 
 
 def load_config(path: Path) -> Any:
@@ -24,7 +23,7 @@ def load_config(path: Path) -> Any:
         except json.JSONDecodeError as e:
             raise PluginError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
     try:
-        return load_text(text, str(path)).data
+        return load_yaml(text, str(path))
     except InvalidRunbook as e:
         raise PluginError("; ".join(str(p) for p in e.problems)) from None
 

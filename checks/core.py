@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from checks._core import CORE_PARAMS, connect, drift
 from engine.plugins import StepContext
+from transports.core import CORE_PARAMS, connect, drift
 
 
 class CoreState:

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from checks._util import DURATION, seconds, utc_iso
 from engine.errors import PluginError
 from engine.plugins import StepContext
+from transports.util import DURATION, read_text, seconds, utc_iso
 
 PATH = {
     "type": "string",
@@ -29,18 +29,6 @@ def _stat(path: Path) -> os.stat_result:
         raise PluginError(f"file not found: {path}") from None
     except OSError as e:
         raise PluginError(f"cannot stat {path}: {e.strerror}") from None
-
-
-def read_text(path: Path) -> str:
-    """A UTF-8 text file's content; PluginError naming the path if missing or unreadable."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PluginError(f"file not found: {path}") from None
-    except UnicodeDecodeError as e:
-        raise PluginError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise PluginError(f"cannot read {path}: {e.strerror}") from None
 
 
 class FileExists:

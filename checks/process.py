@@ -8,10 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.errors import PluginError
-from engine.plugins import StepContext
-from engine.runs import process_alive
-
-pid_alive = process_alive
+from engine.plugins import StepContext, process_alive
 
 
 def read_pidfile(path: Path) -> int | None:
@@ -66,6 +63,6 @@ class ProcessAlive:
             result.update(pidfile=str(path), pidfile_exists=pid is not None)
         else:
             pid = params["pid"]
-        alive = pid is not None and pid_alive(pid)
+        alive = pid is not None and process_alive(pid)
         result.update(pid=pid, alive=alive, ok=alive == params.get("should_be_alive", True))
         return result

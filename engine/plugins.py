@@ -7,25 +7,40 @@ can, whether an interrupted invocation took effect (`verify`).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, overload, runtime_checkable
 
-from engine.errors import PluginError
+from engine.errors import InvalidRunbook, PluginError, Problem
+from engine.evidence import sha256_file
+from engine.model import DURATION_EXAMPLES, DURATION_PATTERN, parse_duration
+from engine.runs import process_alive
 
 __all__ = [
+    "DURATION_EXAMPLES",
+    "DURATION_PATTERN",
     "Action",
     "Check",
     "Plan",
+    "Plugin",
+    "PluginContractError",
     "PluginError",
     "Registry",
     "StepContext",
     "load_registry",
+    "load_yaml",
+    "parse_duration",
+    "process_alive",
+    "sha256_file",
+    "verify_contract",
 ]
 
 CHECK_GROUP = "runbook.checks"
@@ -101,16 +116,92 @@ class Action(Check, Protocol):
         ...
 
 
+def load_yaml(text: str, path: str) -> Any:
+    """Parse YAML as runbooks are read (YAML 1.2 meaning, duplicate keys refused).
+
+    Ill-formed text raises InvalidRunbook whose problems carry `path:line:col`.
+    """
+    from engine.loader import load_text  # PyYAML is imported only by plugins that read YAML
+
+    return load_text(text, path).data
+
+
+class PluginContractError(InvalidRunbook):
+    """A plugin that breaks the contract, or whose module cannot be imported (exit 20, located).
+
+    The problem names the plugin's file (and the class's line) or the entry point, so the
+    message reads like a compiler's: `acme/fx.py:12:1: plugin 'acme.spread' ...`.
+    """
+
+
+Plugin = Check | Action
+
+
+def _where(obj: Any, fallback: str) -> tuple[str, int | None]:
+    """The file and line where a plugin class (or module) is defined, else `fallback`."""
+    try:
+        path = inspect.getsourcefile(obj) or fallback
+        line = inspect.getsourcelines(obj)[1] if inspect.isclass(obj) else None
+    except (OSError, TypeError):
+        return fallback, None
+    return path, line
+
+
+def verify_contract(cls: Any, kind: str, name: str, origin: str) -> None:
+    """Check a plugin class against the contract before it is used (pluggy's `_verify_hook`).
+
+    `origin` names where the plugin came from (an entry point, or a plugin-path file). A
+    class with no `name`, a name other than the one it is registered under, a `mutates`
+    that contradicts its group, a missing `run`, `plan` or `verify`, or an invalid params
+    schema raises PluginContractError naming the file and line of the class.
+    """
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    wrong: list[str] = []
+    if not isinstance(cls, type):
+        wrong.append(f"is {type(cls).__name__}, expected a class")
+    else:
+        declared = getattr(cls, "name", None)
+        if declared != name:
+            wrong.append(f"declares name {declared!r}, expected {name!r} (the name it is registered under)")
+        mutates = getattr(cls, "mutates", None)
+        if mutates is not (kind == "action"):
+            wrong.append(f"has mutates = {mutates!r}, expected {kind == 'action'} for a{'n' if kind == 'action' else ''} {kind}")
+        required = ("run", "plan", "verify") if kind == "action" else ("run",)
+        missing = [method for method in required if not callable(getattr(cls, method, None))]
+        if missing:
+            wrong.append(f"has no {', '.join(missing)} method (every {kind} needs {', '.join(required)})")
+        schema = getattr(cls, "params_schema", None)
+        if not isinstance(schema, Mapping):
+            wrong.append(f"has params_schema {type(schema).__name__}, expected a JSON Schema mapping")
+        else:
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                at = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+                wrong.append(f"has an invalid params_schema at {at}: {exc.message}")
+            if schema.get("type") != "object":
+                wrong.append("has a params_schema that is not `type: object` (`with:` is a mapping)")
+    if wrong:
+        path, line = _where(cls, origin)
+        raise PluginContractError([Problem(path, line, 1 if line else None, None,
+                                           f"{kind} plugin '{name}' ({origin}) {msg}") for msg in wrong])
+
+
 class Registry:
-    """Plugins by kind and name, loaded lazily so start-up stays cheap."""
+    """Plugins by kind and name, loaded lazily so start-up stays cheap; checked on first load."""
 
     def __init__(self) -> None:
-        self._factories: dict[tuple[str, str], Callable[[], Any]] = {}
-        self._instances: dict[tuple[str, str], Any] = {}
+        self._factories: dict[tuple[str, str], tuple[Callable[[], Any], str]] = {}
+        self._instances: dict[tuple[str, str], Plugin] = {}
 
-    def add(self, kind: str, name: str, factory: Callable[[], Any]) -> None:
-        """Register a plugin class (or a zero-argument factory) under `kind` ("check"/"action")."""
-        self._factories.setdefault((kind, name), factory)
+    def add(self, kind: str, name: str, factory: Callable[[], Any], origin: str = "") -> None:
+        """Register a plugin class (or a zero-argument loader of it) under `kind` ("check"/"action").
+
+        `origin` says where it came from, for error messages; the first registration wins.
+        """
+        self._factories.setdefault((kind, name), (factory, origin or f"{kind} '{name}'"))
 
     def names(self, kind: str) -> list[str]:
         """The registered plugin names of one kind."""
@@ -120,30 +211,59 @@ class Registry:
         """True when a plugin of that kind and name exists."""
         return (kind, name) in self._factories
 
-    def get(self, kind: str, name: str) -> Any:
-        """The plugin instance, created on first use."""
+    @overload
+    def get(self, kind: Literal["check"], name: str) -> Check: ...
+    @overload
+    def get(self, kind: Literal["action"], name: str) -> Action: ...
+    @overload
+    def get(self, kind: str, name: str) -> Plugin: ...
+
+    def get(self, kind: str, name: str) -> Plugin:
+        """The plugin instance, created and checked against the contract on first use.
+
+        Unknown: PluginError. Not importable, or breaking the contract: PluginContractError.
+        A plugin of kind "action" is an `Action` (it has `plan` and `verify`); of kind
+        "check", a `Check`.
+        """
         key = (kind, name)
         if key not in self._instances:
             try:
-                factory = self._factories[key]
+                factory, origin = self._factories[key]
             except KeyError:
                 raise PluginError(f"unknown {kind} plugin '{name}'") from None
-            loaded = factory()
-            self._instances[key] = loaded() if isinstance(loaded, type) else loaded
+            cls = factory()
+            verify_contract(cls, kind, name, origin)
+            self._instances[key] = cls()
         return self._instances[key]
 
 
-def _import_target(target: str) -> Callable[[], Any]:
+def _import_target(target: str, origin: str) -> Callable[[], Any]:
     def load() -> Any:
-        import importlib
-
         module, _, attr = target.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split(".") if attr else []:
-            obj = getattr(obj, part)
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split(".") if attr else []:
+                obj = getattr(obj, part)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, reported located
+            raise PluginContractError([_import_problem(exc, origin, module)]) from None
         return obj
 
     return load
+
+
+def _import_problem(exc: BaseException, origin: str, module: str) -> Problem:
+    """A located problem for a plugin module that failed to import: its file and line."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return Problem(exc.filename, exc.lineno, exc.offset, None,
+                       f"plugin module {module} ({origin}) has a syntax error: {exc.msg}")
+    path, line = origin, None
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if not frame.filename.startswith("<"):
+            path, line = frame.filename, frame.lineno
+            break
+    return Problem(path, line, 1 if line else None, None,
+                   f"plugin module {module} ({origin}) failed to import: {type(exc).__name__}: {exc}")
 
 
 def _environment_signature() -> str:
@@ -189,19 +309,29 @@ def load_registry(plugin_paths: list[Path] | None = None, cache_dir: Path | None
     Entry-point plugins are imported only when first used; the entry-point
     table is cached in `cache_dir` until installed distributions change. A
     module in a plugin path registers every class it defines that has `name`
-    and `run`; classes with `mutates = True` are actions, others checks.
+    and `run`; classes with `mutates = True` are actions, others checks. Such a module that
+    does not import, or a class that breaks the contract, raises PluginContractError naming
+    the file and line.
     """
     registry = Registry()
     groups = _entry_points(cache_dir)
     for group, kind in ((CHECK_GROUP, "check"), (ACTION_GROUP, "action")):
         for name, target in groups.get(group, {}).items():
-            registry.add(kind, name, _import_target(target))
+            origin = f"entry point {group}: {name} = {target}"
+            registry.add(kind, name, _import_target(target, origin), origin)
     for directory in plugin_paths or []:
         for file in sorted(Path(directory).glob("*.py")):
             for cls in _plugin_classes(file):
                 kind = "action" if getattr(cls, "mutates", False) else "check"
-                registry.add(kind, str(cls.name), cls)
+                name = str(cls.name)
+                verify_contract(cls, kind, name, str(file))
+                registry.add(kind, name, _constant(cls), str(file))
     return registry
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    """A loader that returns an already imported plugin class."""
+    return lambda: value
 
 
 def _plugin_classes(file: Path) -> list[Any]:
@@ -211,7 +341,11 @@ def _plugin_classes(file: Path) -> list[Any]:
         return []
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin file is a located configuration error
+        del sys.modules[module_name]
+        raise PluginContractError([_import_problem(exc, f"plugin path {file.parent}", file.name)]) from None
     return [
         obj
         for obj in vars(module).values()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model import END_OUTCOMES
+from engine.model import DURATION_EXAMPLES, DURATION_PATTERN, END_OUTCOMES
 
-DURATION = {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "description": "500ms, 30s, 5m, 1h"}
-DURATION_OR_TEMPLATE = {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h)|.*\{\{.*\}\}.*)$",
-                        "description": "500ms, 30s, 5m, 1h, or a template giving one (e.g. \"{{ params.timeout }}\")"}
+DURATION = {"type": "string", "pattern": DURATION_PATTERN, "description": DURATION_EXAMPLES}
+DURATION_OR_TEMPLATE = {"type": "string", "pattern": rf"^({DURATION_PATTERN[1:-1]}|.*\{{\{{.*\}}\}}.*)$",
+                        "description": f"{DURATION_EXAMPLES}, or a template giving one (e.g. \"{{{{ params.timeout }}}}\")"}
 STEP_ID = {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$", "description": "snake_case step id"}
 OUTCOME = {"enum": list(END_OUTCOMES)}
 EXPRESSION = {"type": ["string", "boolean"], "description": "a bare Jinja2 expression (no braces)"}

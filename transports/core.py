@@ -1,4 +1,4 @@
-"""The trading-core adapter used by the `core.*` plugins: `sim` (in-process simcore) or `http`.
+"""The trading-core adapters of the `core.*` plugins: `sim` (in-process simcore) or `http`.
 
 Chosen in runbook.yaml: `core: {adapter: sim, root: DIR}` or `core: {adapter: http, url: URL}`;
 a step may override with `with: {core_root: DIR}` or `with: {core_url: URL}`. The HTTP contract

@@ -1,33 +1,43 @@
-"""Small helpers shared by the built-in plugins (not part of the plugin contract)."""
+"""Small helpers of the built-in plugins: durations, timeouts, file hashes, durable renames, text files.
+
+Durations use the engine's one grammar (`engine.plugins.parse_duration`); plugin params also
+accept a plain number of seconds.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.plugins import StepContext
+from engine.errors import PluginError
+from engine.plugins import (
+    DURATION_EXAMPLES,
+    DURATION_PATTERN,
+    StepContext,
+    parse_duration,
+    sha256_file,
+)
+
+__all__ = ["DURATION", "effective_timeout", "fsync_dir", "read_text", "seconds", "sha256_file", "utc_iso"]
 
 DURATION = {
     "type": ["number", "string"],
-    "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)$",
-    "description": "Seconds as a number, or a duration string: 500ms, 30s, 5m, 1h, 2d.",
+    "pattern": DURATION_PATTERN,
+    "description": f"Seconds as a number, or a duration string: {DURATION_EXAMPLES}.",
 }
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def seconds(value: float | int | str | None) -> float | None:
     """A number of seconds, or a duration string like '5m', as float seconds (None stays None)."""
     if value is None or isinstance(value, int | float):
         return None if value is None else float(value)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", value.strip())
-    if not match:
-        raise ValueError(f"not a duration: {value!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"not a duration: {value!r}") from None
 
 
 def effective_timeout(
@@ -37,15 +47,6 @@ def effective_timeout(
     own = seconds(params.get("timeout", default))
     limits = [t for t in (own, ctx.timeout_s) if t is not None]
     return min(limits) if limits else None
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def utc_iso(epoch_s: float) -> str:
@@ -65,3 +66,15 @@ def fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's content; PluginError naming the path if missing or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PluginError(f"file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise PluginError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise PluginError(f"cannot read {path}: {e.strerror}") from None
