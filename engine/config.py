@@ -17,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "plugin_paths": [],
     "core": {"adapter": "sim"},
     "signing_key_env": "RUNBOOK_SIGNING_KEY",
+    "serve": None,
+    "triggers": None,
 }
 
 
@@ -33,6 +35,8 @@ class Config:
     core: dict[str, Any] = field(default_factory=dict)
     signing_key_env: str = "RUNBOOK_SIGNING_KEY"
     source: Path | None = None
+    serve: Any = None  # raw `serve:` block; validated by engine.serve.rules
+    triggers: Any = None  # raw `triggers:` list (or a file path); validated by engine.serve.rules
 
 
 _PATH_LISTS = ("runbook_paths", "plugin_paths")
@@ -108,4 +112,6 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         core=core,
         signing_key_env=str(merged["signing_key_env"]),
         source=source,
+        serve=merged.get("serve"),
+        triggers=merged.get("triggers"),
     )

@@ -1,0 +1,129 @@
+"""From a webhook body to decisions: match rules, render params, let the inbox's guards decide.
+
+Nothing here starts a process: an admitted event is a durable row in the inbox, and the
+supervisor starts its run. Every decision is answered (SPEC 7) and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.runs import new_run_id
+from engine.serve.inbox import Candidate, Inbox
+from engine.serve.rules import Rule, ServeSettings, render_params
+
+
+class IntakeError(Exception):
+    """The request cannot be taken; `status` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Intake:
+    """Decides on events for one server: its rules, its inbox, how it sees the kill switch."""
+
+    settings: ServeSettings
+    inbox: Inbox
+    kill_switch_engaged: Callable[[], bool]
+    count: Callable[[str, str], None] = lambda rule, decision: None
+
+    def alertmanager(self, payload: Any, identity: str) -> list[dict[str, Any]]:
+        """Decisions for an Alertmanager webhook (version 4): one per alert and matching rule."""
+        alerts = _alerts(payload)
+        rules = [r for r in self.settings.rules if r.source == "alertmanager"]
+        matched = [(alert, [r for r in rules if r.matches(alert["labels"])]) for alert in alerts]
+        refused = sorted({r.name for _, found in matched for r in found if not r.allows(identity)})
+        if refused:
+            raise IntakeError(403, f"identity '{identity}' may not fire rule(s) {', '.join(refused)}")
+        decisions: list[dict[str, Any]] = []
+        halted = self.kill_switch_engaged()
+        for alert, found in matched:
+            fingerprint = _fingerprint(alert)
+            if not found:
+                decisions.append(self._answer("", fingerprint, "no_rule", None))
+                continue
+            for rule in found:
+                decisions.append(self._alert(rule, alert, fingerprint, payload, identity, halted))
+        return decisions
+
+    def _alert(self, rule: Rule, alert: dict[str, Any], fingerprint: str, payload: Any, identity: str,
+               halted: bool) -> dict[str, Any]:
+        starts_at = str(alert.get("startsAt") or "")
+        if alert.get("status") == "resolved":
+            dropped = self.inbox.drop_pending(rule.name, fingerprint, starts_at or None)
+            return self._answer(rule.name, fingerprint, "resolved", dropped[0] if dropped else None)
+        return self._admit(rule, alert, payload, identity, halted, fingerprint=fingerprint, starts_at=starts_at,
+                           dedupe_key=f"alertmanager|{rule.name}|{fingerprint}|{starts_at}",
+                           group_key=rule.group_key(alert["labels"]), trigger=alert, source="alertmanager")
+
+    def generic(self, rule_name: str, payload: Any, identity: str, idempotency_key: str | None) -> list[dict[str, Any]]:
+        """The decision for a generic JSON event posted to one rule."""
+        rule = self.settings.rule(rule_name)
+        if rule is None or rule.source != "generic":
+            raise IntakeError(404, f"no generic rule '{rule_name}' (a rule with `on: {{generic: {{}}}}`)")
+        if not rule.allows(identity):
+            raise IntakeError(403, f"identity '{identity}' may not fire rule {rule.name}")
+        if not isinstance(payload, dict):
+            raise IntakeError(400, "expected a JSON object as the event")
+        dedupe = f"generic|{rule.name}|{idempotency_key}" if idempotency_key else None
+        return [self._admit(rule, payload, payload, identity, self.kill_switch_engaged(), fingerprint=None,
+                            starts_at=None, dedupe_key=dedupe, group_key=rule.group_key(payload), trigger=payload,
+                            source="generic")]
+
+    def schedule(self, rule: Rule, at_iso: str) -> dict[str, Any]:
+        """The decision for one cron time of a schedule rule (deduped on the rule and that time)."""
+        trigger = {"schedule": rule.name, "at": at_iso}
+        return self._admit(rule, None, trigger, "schedule", self.kill_switch_engaged(), fingerprint=None,
+                           starts_at=at_iso, dedupe_key=f"schedule|{rule.name}|{at_iso}", group_key="{}",
+                           trigger=trigger, source="schedule")
+
+    def _admit(self, rule: Rule, alert: Any, event: Any, identity: str, halted: bool, *, fingerprint: str | None,
+               starts_at: str | None, dedupe_key: str | None, group_key: str, trigger: Any,
+               source: str) -> dict[str, Any]:
+        from engine.expressions import ExpressionError
+
+        try:
+            params = render_params(rule, alert, event)
+        except ExpressionError as exc:
+            answer = self._answer(rule.name, fingerprint, "invalid", None)
+            answer["error"] = f"params of trigger '{rule.name}': {exc}"
+            return answer
+        candidate = Candidate(rule=rule, source=source, dedupe_key=dedupe_key, fingerprint=fingerprint,
+                              starts_at=starts_at, group_key=group_key, identity=identity, params=params,
+                              trigger=trigger, run_id=new_run_id(rule.runbook))
+        decision, run_id = self.inbox.admit(candidate, halted)
+        return self._answer(rule.name, fingerprint, decision, run_id)
+
+    def _answer(self, rule: str, fingerprint: str | None, decision: str, run_id: str | None) -> dict[str, Any]:
+        self.count(rule or "", decision)
+        return {"rule": rule or None, "alert": fingerprint, "decision": decision, "run_id": run_id}
+
+
+def _alerts(payload: Any) -> list[dict[str, Any]]:
+    if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
+        raise IntakeError(400, "expected an Alertmanager webhook body (version 4) with an `alerts` list")
+    if str(payload.get("version", "4")) != "4":
+        raise IntakeError(400, f"unsupported Alertmanager webhook version {payload.get('version')!r} (expected 4)")
+    out = []
+    for n, alert in enumerate(payload["alerts"]):
+        if not isinstance(alert, dict) or not isinstance(alert.get("labels"), dict):
+            raise IntakeError(400, f"alerts[{n}]: expected an object with `labels`")
+        if alert.get("status") not in ("firing", "resolved"):
+            raise IntakeError(400, f"alerts[{n}].status: expected firing or resolved, got {alert.get('status')!r}")
+        out.append(alert)
+    return out
+
+
+def _fingerprint(alert: dict[str, Any]) -> str:
+    given = alert.get("fingerprint")
+    if isinstance(given, str) and given:
+        return given
+    canonical = json.dumps(alert["labels"], sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
