@@ -65,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force-lock-break", action="store_true", help="break a stale lock (needs --reason)")
     p.add_argument("--reason", help="why (recorded; required with --force-lock-break)")
     p.add_argument("--trigger", metavar="JSON", help="the event that started an automated run (JSON)")
-    p.add_argument("--run-id", metavar="RUN_ID", help="the new run's id (automation, e.g. serve; must be unused)")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
     p = sub.add_parser("resume", help="continue a paused or interrupted run")
@@ -103,21 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("-o", dest="out", metavar="FILE")
         if name == "show":
             q.add_argument("--output", choices=["text", "json"], default="text")
-    p = sub.add_parser("serve", help="automated remediation: alerts and schedules become runs (until SIGTERM)")
-    p.add_argument("--listen", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8787 or serve.listen)")
+        if name == "verify":
+            q.add_argument("--key", action="append", default=[], metavar="PUB",
+                           help="Ed25519 public key (PEM) the attestation must be signed by (repeatable)")
+    q = ev.add_parser("audit", help="verify every bundle and the run ledger (exit 30 naming a missing, replaced "
+                                    "or unlisted bundle)")
+    q.add_argument("--since", metavar="DATE", help="only bundles of runs started at or after DATE (UTC)")
+    q.add_argument("--key", action="append", default=[], metavar="PUB", help="every bundle must be signed by one of these")
+    q = ev.add_parser("postmortem", help="seed 004's post-mortem template filled from a run")
+    q.add_argument("target", metavar="RUN_ID|DIR")
+    q.add_argument("-o", dest="out", metavar="FILE")
 
-    p = sub.add_parser("triggers", help="the trigger rules of serve: list, check, test, reset")
-    tr = p.add_subparsers(dest="triggers_command", metavar="ACTION", parser_class=_Parser)
-    q = tr.add_parser("list", help="the rules and their state (cooldown, breaker)")
-    q.add_argument("--output", choices=["text", "json"], default="text")
-    tr.add_parser("check", help="validate the rules (exit 20, located, on a bad rule)")
-    q = tr.add_parser("test", help="which rule would fire for an event, with which params; starts nothing")
-    q.add_argument("event", metavar="EVENT.json")
-    q.add_argument("--rule", help="for a generic event: the rule it is posted to")
-    q = tr.add_parser("reset", help="close a rule's open breaker (recorded)")
-    q.add_argument("rule")
-    q.add_argument("--by", required=True, help="who resets it")
-    q.add_argument("--reason", required=True, help="why (recorded)")
+    p = sub.add_parser("keys", help="Ed25519 keys that sign evidence bundles")
+    ks = p.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser)
+    q = ks.add_parser("generate", help="write DIR/NAME.key (mode 0600) and DIR/NAME.pub")
+    q.add_argument("name")
+    q.add_argument("--dir", default=".", help="where to write the pair (default: the current directory)")
     return parser
 
 
@@ -169,7 +169,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     handler = {
         "list": _list, "show": _show, "validate": _validate, "schema": _schema, "graph": _graph, "run": _run,
         "resume": _resume, "approve": _approve, "runs": _runs, "status": _status, "evidence": _evidence,
-        "serve": _serve, "triggers": _triggers,
+        "keys": _keys,
     }[args.command]
     return handler(args)
 
@@ -268,8 +268,6 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--trigger: not valid JSON ({exc})") from None
     interactive = _interactive(args)
     ws = _workspace(args, args.output, interactive)
-    if args.run_id:
-        _check_new_run_id(ws, args.run_id)
     runbook = ws.load(args.name)
     unknown = sorted(set(assume) - {s.id for s in runbook.steps})
     if unknown:
@@ -280,20 +278,10 @@ def _run(args: argparse.Namespace) -> int:
                          interactive=interactive, step_mode=args.step, assume=assume, force=args.force,
                          force_lock_break=args.force_lock_break, reason=args.reason)
     signals.install()
-    result = ws.start(runbook, params, options, trigger=trigger, run_id=args.run_id or None)
+    result = ws.start(runbook, params, options, trigger=trigger)
     if args.output == "json":
         _print_json(_result_document(result))
     return int(result.exit_code)
-
-
-def _check_new_run_id(ws: Any, run_id: str) -> None:
-    """--run-id: the shape of `new_run_id`, and no run with that id yet (a run id is never reused)."""
-    import re
-
-    if not re.fullmatch(r"\d{8}T\d{6}Z-[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{6}", run_id):
-        raise UsageError(f"--run-id {run_id!r}: expected YYYYMMDDTHHMMSSZ-RUNBOOK-XXXXXX (as `runbook runs` shows)")
-    if ws.store.path(run_id).exists():
-        raise UsageError(f"--run-id {run_id}: a run with this id already exists")
 
 
 def _result_document(result: Any) -> dict[str, Any]:
@@ -329,32 +317,6 @@ def _approve(args: argparse.Namespace) -> int:
     print(f"{decision['decision']} step '{args.step}' of run {args.run_id} by {args.by}; "
           f"continue with: runbook resume {args.run_id}")
     return 0
-
-
-# -- automated remediation -----------------------------------------------------
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from engine.config import load_config
-    from engine.serve.app import serve
-
-    return serve(load_config(args.config), args.listen)
-
-
-def _triggers(args: argparse.Namespace) -> int:
-    from engine import triggers
-    from engine.config import load_config
-
-    if not args.triggers_command:
-        raise UsageError("triggers needs an action: list, check, test or reset")
-    config = load_config(args.config)
-    if args.triggers_command == "list":
-        return triggers.list_rules(config, args.output)
-    if args.triggers_command == "check":
-        return triggers.check(config)
-    if args.triggers_command == "test":
-        return triggers.test(config, args.event, args.rule)
-    return triggers.reset(config, args.rule, args.by, args.reason)
 
 
 # -- runs and evidence -----------------------------------------------------------
@@ -422,19 +384,41 @@ def _bundle_dir(args: argparse.Namespace, target: str) -> Path:
     return Path(record.evidence_dir)
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from engine import keys
+
+    if args.keys_command != "generate":
+        raise UsageError("keys needs an action: generate")
+    private, public, kid = keys.generate(args.name, Path(args.dir))
+    print(f"wrote {private} (private, mode 0600: keep it secret) and {public}")
+    print(f"key id {kid}")
+    print(f"sign every bundle with `signing: {{key: {private}}}` in runbook.yaml; auditors verify with --key {public}")
+    return 0
+
+
+def _public_keys(paths: list[str]) -> list[tuple[str, Any]]:
+    from engine.keys import load_public
+
+    return [(path, load_public(Path(path))) for path in paths]
+
+
 def _evidence(args: argparse.Namespace) -> int:
     if not args.evidence_command:
-        raise UsageError("evidence needs an action: verify, show or report")
+        raise UsageError("evidence needs an action: verify, show, report, audit or postmortem")
+    if args.evidence_command == "audit":
+        from engine.config import load_config
+        from engine.ledger import audit_command
+
+        return audit_command(load_config(args.config), args.since, _public_keys(args.key))
     directory = _bundle_dir(args, args.target)
     if args.evidence_command == "verify":
         from engine.config import load_config
         from engine.errors import StateCorrupt
-        from engine.evidence import verify_bundle
+        from engine.evidence import describe, verify_bundle
         from engine.runs import RunStore, UnknownRun
 
         config = load_config(args.config)
-        key = os.environ.get(config.signing_key_env) or None
-        summary = verify_bundle(directory, key)
+        summary = verify_bundle(directory, _public_keys(args.key))
         try:
             record = RunStore(config.state_dir).load(str(summary["run_id"]))
         except UnknownRun:
@@ -442,9 +426,12 @@ def _evidence(args: argparse.Namespace) -> int:
         if record is not None and record.last_event_hash and record.last_event_hash != summary["last_event_hash"]:
             raise StateCorrupt(f"{directory / 'events.jsonl'}: last record hash differs from the one the state "
                                f"directory kept for run {record.run_id} (the log was rewritten)")
-        print(f"OK {directory}: {summary['events']} events, {summary['files']} files, chain intact"
-              f"{', signature valid' if summary['signed'] and key else ''}; outcome {summary['outcome']}")
+        print(describe(summary))
         return 0
+    if args.evidence_command == "postmortem":
+        from engine.postmortem import render
+
+        return _emit(render(directory), args.out)
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8")) if (directory / "manifest.json").exists() else {}
     if args.evidence_command == "show":
         from engine.evidence import read_events
@@ -457,12 +444,15 @@ def _evidence(args: argparse.Namespace) -> int:
             print(f"{event['seq']:>5} {event['ts']} {event['type']:<18} {event.get('step') or '':<24} "
                   f"{json.dumps(event['data'], default=str, ensure_ascii=False)[:200]}")
         return 0
-    from engine.report import render_html, render_markdown
+    from engine.report import bundle_report
 
-    text = render_html(directory, manifest) if args.format == "html" else render_markdown(directory, manifest)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-        print(f"wrote {args.out}")
+    return _emit(bundle_report(directory, args.format), args.out)
+
+
+def _emit(text: str, out: str | None) -> int:
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        print(f"wrote {out}")
     else:
         print(text)
     return 0

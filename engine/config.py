@@ -17,8 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "plugin_paths": [],
     "core": {"adapter": "sim"},
     "signing_key_env": "RUNBOOK_SIGNING_KEY",
-    "serve": None,
-    "triggers": None,
+    "signing": {},
 }
 
 
@@ -33,10 +32,9 @@ class Config:
     kill_switch: Path
     plugin_paths: tuple[Path, ...]
     core: dict[str, Any] = field(default_factory=dict)
-    signing_key_env: str = "RUNBOOK_SIGNING_KEY"
+    signing_key_env: str = "RUNBOOK_SIGNING_KEY"  # retired HMAC signing; accepted, unused
+    signing_key: Path | None = None  # `signing: {key: PATH}`: Ed25519 private key that signs every bundle
     source: Path | None = None
-    serve: Any = None  # raw `serve:` block; validated by engine.serve.rules
-    triggers: Any = None  # raw `triggers:` list (or a file path); validated by engine.serve.rules
 
 
 _PATH_LISTS = ("runbook_paths", "plugin_paths")
@@ -59,6 +57,10 @@ def _type_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
             out.append(("core", f"core: expected a mapping such as {{adapter: sim, root: DIR}}, got {core!r}"))
         elif core.get("adapter", "sim") not in ("sim", "http"):
             out.append(("core", f"core.adapter: expected sim or http, got {core.get('adapter')!r}"))
+    signing = raw.get("signing")
+    if "signing" in raw and not (isinstance(signing, dict) and set(signing) <= {"key"}
+                                 and isinstance(signing.get("key", ""), str)):
+        out.append(("signing", f"signing: expected {{key: PATH}} (an Ed25519 private key), got {signing!r}"))
     return out
 
 
@@ -111,7 +113,6 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         plugin_paths=listing(merged["plugin_paths"]),
         core=core,
         signing_key_env=str(merged["signing_key_env"]),
+        signing_key=resolve(merged["signing"]["key"]) if (merged.get("signing") or {}).get("key") else None,
         source=source,
-        serve=merged.get("serve"),
-        triggers=merged.get("triggers"),
     )

@@ -9,9 +9,10 @@ JSON without `hash`; `prev` is the previous record's hash.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,34 +151,122 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def _check_manifest_fields(path: Path, manifest: dict[str, Any], started: dict[str, Any],
-                           finished: dict[str, Any] | None) -> None:
-    """The manifest must say what the chain says (an unsigned manifest is otherwise editable)."""
-    pairs = [("mode", started.get("mode")), ("runbook_sha256", started.get("sha256")),
-             ("runbook_version", started.get("version")),
-             ("operator", started.get("operator")), ("runbook", started.get("runbook"))]
+# -- sealing and verification --------------------------------------------------------
+
+REPORT_HTML = "report.html"
+ATTESTATION = "attestation.dsse.json"
+REQUIRED = (EVENTS, REPORT, REPORT_HTML)
+_HASH_KEY = b',"hash":"'
+_SUFFIX = len(_HASH_KEY) + 64 + len(b'"}\n')
+
+
+@dataclass
+class Chain:
+    """What one pass over an intact event log learned: enough to derive and check the manifest."""
+
+    path: Path
+    events: list[dict[str, Any]] = field(default_factory=list)
+    last_hash: str = GENESIS
+    started: dict[str, Any] = field(default_factory=dict)
+    finished: dict[str, Any] | None = None
+    finished_ts: str | None = None
+    lifecycle: str | None = None
+    artifacts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Number of records."""
+        return len(self.events)
+
+
+def scan_chain(path: Path) -> Chain:
+    """Check every record's hash, `prev` and `seq`; StateCorrupt naming the first broken line.
+
+    A record's hash is the sha256 of its line as written minus the trailing
+    `,"hash":"<hex>"` member, which is the record's canonical JSON without `hash`.
+    """
+    if not path.exists():
+        raise StateCorrupt(f"{path}: missing event log")
+    chain = Chain(path)
+    prev, seq = GENESIS, 0
+    sha256 = hashlib.sha256
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            if not line.endswith(b"\n"):
+                raise StateCorrupt(f"{where}: truncated record")
+            if len(line) <= _SUFFIX or line[-_SUFFIX:-_SUFFIX + len(_HASH_KEY)] != _HASH_KEY:
+                raise StateCorrupt(f"{where}: not a valid event record (no trailing hash)")
+            body = line[:-_SUFFIX] + b"}"
+            claimed = line[-_SUFFIX + len(_HASH_KEY):-3].decode("ascii", errors="replace")
+            try:
+                record = json.loads(body)
+            except ValueError:
+                raise StateCorrupt(f"{where}: not a valid event record") from None
+            if not isinstance(record, dict):
+                raise StateCorrupt(f"{where}: not a valid event record")
+            if sha256(body).hexdigest() != claimed:
+                raise StateCorrupt(f"{where}: record seq {record.get('seq')} was modified (hash mismatch)")
+            if record.get("prev") != prev:
+                raise StateCorrupt(f"{where}: record seq {record.get('seq')} does not follow the previous record "
+                                   "(chain broken)")
+            if record.get("seq") != seq + 1:
+                raise StateCorrupt(f"{where}: expected seq {seq + 1}, found {record.get('seq')} "
+                                   "(record missing or reordered)")
+            record["hash"] = claimed
+            prev, seq = claimed, seq + 1
+            chain.events.append(record)
+            kind = record.get("type")
+            if kind == "artifact":
+                chain.artifacts.append((number, record.get("data") or {}))
+            elif kind == "run_started" and seq == 1:
+                chain.started = record.get("data") or {}
+                chain.lifecycle = kind
+            elif kind in ("run_paused", "run_resumed", "run_finished"):
+                chain.lifecycle = kind
+                if kind == "run_finished":
+                    chain.finished, chain.finished_ts = record.get("data") or {}, record.get("ts")
+    if not chain.started:
+        raise StateCorrupt(f"{path}:1: the log does not begin with run_started")
+    chain.last_hash = prev
+    return chain
+
+
+def manifest_fields(chain: Chain) -> dict[str, Any]:
+    """The run fields of manifest.json, every one read from the event chain (so none can be edited alone)."""
+    started = chain.started
     run = started.get("run") or {}
-    if run.get("id"):
-        pairs.append(("run_id", run["id"]))
-    if manifest.get("status") == "finished":
-        if finished is None:
-            raise StateCorrupt(f"{path}: says the run finished but the event log has no run_finished record")
-        pairs += [("outcome", finished.get("outcome")), ("exit_code", finished.get("exit_code"))]
-    for field, expected in pairs:
-        if expected is not None and manifest.get(field) != expected:
-            raise StateCorrupt(f"{path}: {field} {manifest.get(field)!r} does not match the event log ({expected!r})")
+    finished = chain.finished
+    if finished is not None:
+        status, outcome, exit_code = "finished", finished.get("outcome"), finished.get("exit_code")
+    elif chain.lifecycle == "run_paused":
+        status, outcome, exit_code = "paused", "PAUSED", 12
+    else:
+        status, outcome, exit_code = "interrupted", None, None
+    return {
+        "run_id": run.get("id"), "runbook": started.get("runbook"), "runbook_path": started.get("path"),
+        "runbook_sha256": started.get("sha256"), "runbook_version": started.get("version"),
+        "engine_version": started.get("engine_version"), "params": started.get("params"),
+        "mode": started.get("mode"), "operator": started.get("operator"), "host": started.get("host"),
+        "trigger": started.get("trigger"), "parent_run_id": started.get("parent_run_id"),
+        "started_at": run.get("started_at") or chain.events[0].get("ts"), "ended_at": chain.finished_ts,
+        "outcome": outcome, "exit_code": exit_code, "status": status,
+    }
 
 
-def write_manifest(directory: Path, fields: dict[str, Any], last_hash: str, event_count: int,
-                   signing_key: str | None = None) -> dict[str, Any]:
-    """Write manifest.json: run fields, the sha256 of every file in the bundle, the last event hash."""
+def bundle_files(directory: Path) -> dict[str, str]:
+    """sha256 of every file of the bundle except manifest.json and the attestation (which cover them)."""
     files = {}
     for path in sorted(directory.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
+        if path.is_file() and path.relative_to(directory).as_posix() not in (MANIFEST, ATTESTATION):
             files[path.relative_to(directory).as_posix()] = sha256_file(path)
-    manifest = {**fields, "files": files, "last_event_hash": last_hash, "event_count": event_count}
-    if signing_key:
-        manifest["signature"] = {"algorithm": "hmac-sha256", "value": _sign(manifest, signing_key)}
+    return files
+
+
+def write_manifest(directory: Path, chain: Chain) -> dict[str, Any]:
+    """Write manifest.json atomically: the chain-derived run fields, every file's sha256, the last event hash."""
+    manifest = {**manifest_fields(chain), "files": bundle_files(directory), "last_event_hash": chain.last_hash,
+                "event_count": chain.count}
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     with tmp.open("rb") as handle:
@@ -186,40 +275,33 @@ def write_manifest(directory: Path, fields: dict[str, Any], last_hash: str, even
     return manifest
 
 
-def _sign(manifest: dict[str, Any], key: str) -> str:
-    body = canonical({k: v for k, v in manifest.items() if k != "signature"})
-    return hmac.new(key.encode("utf-8"), body.encode("utf-8"), hashlib.sha256).hexdigest()
+def attestation_predicate(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The run summary the attestation signs next to the file digests."""
+    return {k: manifest.get(k) for k in ("run_id", "runbook", "mode", "outcome", "exit_code", "status",
+                                         "last_event_hash", "event_count")}
 
 
-def verify_bundle(directory: Path, signing_key: str | None = None) -> dict[str, Any]:
-    """Check the chain, every file hash and the manifest; StateCorrupt naming the first break."""
-    events_path = directory / EVENTS
-    if not events_path.exists():
-        raise StateCorrupt(f"{events_path}: missing event log")
-    prev, seq, count = GENESIS, 0, 0
-    started: dict[str, Any] = {}
-    finished: dict[str, Any] | None = None
-    with events_path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            where = f"{events_path}:{number}"
-            if not line.endswith(b"\n"):
-                raise StateCorrupt(f"{where}: truncated record")
-            try:
-                record = json.loads(line)
-                claimed = record.pop("hash")
-            except (ValueError, KeyError, AttributeError, TypeError):
-                raise StateCorrupt(f"{where}: not a valid event record") from None
-            if hashlib.sha256(canonical(record).encode("utf-8")).hexdigest() != claimed:
-                raise StateCorrupt(f"{where}: record seq {record.get('seq')} was modified (hash mismatch)")
-            if record.get("prev") != prev:
-                raise StateCorrupt(f"{where}: record seq {record.get('seq')} does not follow the previous record (chain broken)")
-            if record.get("seq") != seq + 1:
-                raise StateCorrupt(f"{where}: expected seq {seq + 1}, found {record.get('seq')} (record missing or reordered)")
-            prev, seq, count = claimed, seq + 1, count + 1
-            if record.get("type") == "run_started" and not started:
-                started = record.get("data") or {}
-            elif record.get("type") == "run_finished":
-                finished = record.get("data") or {}
+def _artifact_problem(directory: Path, chain: Chain, present: dict[str, str]) -> str | None:
+    """The first artifact whose file is gone or differs from the sha256 in its `artifact` event."""
+    for number, data in chain.artifacts:
+        name = str(data.get("path") or "")
+        where = f"{chain.path}:{number}"
+        if not name.startswith(f"{ARTIFACTS}/") or ".." in name.split("/"):
+            return f"{where}: artifact event names a path outside artifacts/ ({name!r})"
+        if name not in present:
+            return f"{directory / name}: artifact recorded at {where} is missing"
+        if present[name] != data.get("sha256"):
+            return f"{directory / name}: artifact does not match the sha256 recorded in its artifact event ({where})"
+    return None
+
+
+def verify_bundle(directory: Path, keys: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+    """Check the chain, every artifact against its event, every file and manifest field, the reports, and the
+    attestation (its signature too when `keys`, (label, Ed25519 public key) pairs, are given).
+    StateCorrupt names the first broken record or file."""
+    from engine import attestation
+
+    chain = scan_chain(directory / EVENTS)
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
         raise StateCorrupt(f"{manifest_path}: missing manifest")
@@ -227,23 +309,65 @@ def verify_bundle(directory: Path, signing_key: str | None = None) -> dict[str, 
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except ValueError:
         raise StateCorrupt(f"{manifest_path}: not valid JSON") from None
-    if manifest.get("last_event_hash") != prev:
-        raise StateCorrupt(f"{manifest_path}: last_event_hash does not match the event log (records added or removed)")
-    signature = manifest.get("signature")
-    if signature and signing_key and not hmac.compare_digest(signature.get("value", ""), _sign(manifest, signing_key)):
-        raise StateCorrupt(f"{manifest_path}: signature does not match")
-    if signing_key and not signature:
-        raise StateCorrupt(f"{manifest_path}: manifest is not signed but a signing key is configured")
-    _check_manifest_fields(manifest_path, manifest, started, finished)
-    listed = manifest.get("files", {})
-    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST}
-    for name in sorted(listed):
+    if not isinstance(manifest, dict):
+        raise StateCorrupt(f"{manifest_path}: not a JSON object")
+    if manifest.get("last_event_hash") != chain.last_hash or manifest.get("event_count") != chain.count:
+        raise StateCorrupt(f"{manifest_path}: last_event_hash/event_count do not match the event log "
+                           "(records added or removed)")
+    present = bundle_files(directory)
+    problem = _artifact_problem(directory, chain, present)
+    if problem:
+        raise StateCorrupt(problem)
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        raise StateCorrupt(f"{manifest_path}: files: expected a mapping of path to sha256")
+    for name in sorted(set(listed) | set(present)):
         if name not in present:
             raise StateCorrupt(f"{directory / name}: file listed in the manifest is missing")
-        if sha256_file(directory / name) != listed[name]:
-            raise StateCorrupt(f"{directory / name}: file was modified (sha256 mismatch)")
-    extra = sorted(present - set(listed))
-    if extra:
-        raise StateCorrupt(f"{directory / extra[0]}: file is not listed in the manifest (added after the run)")
-    return {"directory": str(directory), "events": count, "files": len(listed), "last_event_hash": prev,
-            "signed": bool(signature), "outcome": manifest.get("outcome"), "run_id": manifest.get("run_id")}
+        if name not in listed:
+            raise StateCorrupt(f"{directory / name}: file is not listed in the manifest (added after the run)")
+        if listed[name] != present[name]:
+            raise StateCorrupt(f"{directory / name}: file was modified (sha256 differs from the manifest)")
+    for name in REQUIRED:
+        if name not in present:
+            raise StateCorrupt(f"{directory / name}: missing from the bundle")
+    expected = manifest_fields(chain)
+    for key in sorted(set(manifest) - {"files", "last_event_hash", "event_count"} | set(expected)):
+        if key not in expected:
+            raise StateCorrupt(f"{manifest_path}: field '{key}' is not backed by the event log (added)")
+        if manifest.get(key, _ABSENT) != expected[key]:
+            raise StateCorrupt(f"{manifest_path}: {key} {_short(manifest.get(key, '(absent)'))} does not match "
+                               f"the event log ({_short(expected[key])})")
+    from engine.report import render_html, render_markdown
+
+    signer = attestation.signer_of(directory)
+    for name, render in ((REPORT, render_markdown), (REPORT_HTML, render_html)):
+        if (directory / name).read_bytes() != render(directory, expected, chain.events, signer).encode("utf-8"):
+            raise StateCorrupt(f"{directory / name}: does not say what the event log says (edited after sealing)")
+    signature = attestation.check(directory, {**present, MANIFEST: sha256_file(manifest_path)},
+                                  attestation_predicate(manifest), keys)
+    return {"directory": str(directory), "events": chain.count, "files": len(listed), "last_event_hash": chain.last_hash,
+            "outcome": expected["outcome"], "run_id": expected["run_id"], "signature": signature,
+            "signed": signature["signed"]}
+
+
+_ABSENT = object()
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """The one line `evidence verify` prints for an intact bundle, saying what was and was not checked."""
+    signature = summary["signature"]
+    if signature["checked"]:
+        signed = f"signature valid: Ed25519 key id {signature['keyid']} ({signature['key']})"
+    elif signature["signed"]:
+        signed = (f"signature NOT checked: signed by key id {signature['keyid']}; "
+                  "pass --key PUB to check it")
+    else:
+        signed = "not signed"
+    return (f"OK {summary['directory']}: {summary['events']} events, {summary['files']} files, chain intact, "
+            f"artifacts and manifest match the event log; outcome {summary['outcome']}; {signed}")

@@ -18,7 +18,7 @@ from typing import Any
 from engine import __version__, signals
 from engine.config import Config
 from engine.errors import InvalidRunbook, Problem, RunbookError, StateCorrupt
-from engine.evidence import EventLog, read_events, utc_now, verify_bundle, write_manifest
+from engine.evidence import EventLog, read_events, utc_now, verify_bundle
 from engine.interpreter import Finish, Interpreter, Pause, Services, StepResult, approval_refusal
 from engine.library import Library
 from engine.loader import load_file
@@ -302,21 +302,10 @@ class Workspace:
         return result
 
     def _seal(self, record: RunRecord, log: EventLog) -> None:
-        from engine.report import write_report
+        from engine.seal import seal_bundle
 
         log.close()
-        directory = Path(record.evidence_dir)
-        fields = {
-            "run_id": record.run_id, "runbook": record.runbook, "runbook_path": record.runbook_path,
-            "runbook_sha256": record.runbook_sha256, "runbook_version": record.runbook_version,
-            "engine_version": __version__, "params": record.params,
-            "mode": record.mode, "operator": record.operator, "host": record.host, "trigger": record.trigger,
-            "started_at": record.started_at, "ended_at": record.ended_at, "outcome": record.outcome,
-            "exit_code": record.exit_code, "status": record.status, "parent_run_id": record.parent_run_id,
-        }
-        write_report(directory, fields)
-        manifest = write_manifest(directory, fields, log.prev, log.seq,
-                                  os.environ.get(self.config.signing_key_env) or None)
+        manifest = seal_bundle(self.config, Path(record.evidence_dir), log.prev, log.seq)
         record.last_event_hash = manifest["last_event_hash"]
         self.store.save(record)
 
