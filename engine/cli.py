@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force-lock-break", action="store_true", help="break a stale lock (needs --reason)")
     p.add_argument("--reason", help="why (recorded; required with --force-lock-break)")
     p.add_argument("--trigger", metavar="JSON", help="the event that started an automated run (JSON)")
+    p.add_argument("--run-id", metavar="RUN_ID", help="the new run's id (automation, e.g. serve; must be unused)")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
     p = sub.add_parser("resume", help="continue a paused or interrupted run")
@@ -118,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     q = ks.add_parser("generate", help="write DIR/NAME.key (mode 0600) and DIR/NAME.pub")
     q.add_argument("name")
     q.add_argument("--dir", default=".", help="where to write the pair (default: the current directory)")
+    p = sub.add_parser("serve", help="automated remediation: alerts and schedules become runs (until SIGTERM)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8787 or serve.listen)")
+
+    p = sub.add_parser("triggers", help="the trigger rules of serve: list, check, test, reset")
+    tr = p.add_subparsers(dest="triggers_command", metavar="ACTION", parser_class=_Parser)
+    q = tr.add_parser("list", help="the rules and their state (cooldown, breaker)")
+    q.add_argument("--output", choices=["text", "json"], default="text")
+    tr.add_parser("check", help="validate the rules (exit 20, located, on a bad rule)")
+    q = tr.add_parser("test", help="which rule would fire for an event, with which params; starts nothing")
+    q.add_argument("event", metavar="EVENT.json")
+    q.add_argument("--rule", help="for a generic event: the rule it is posted to")
+    q = tr.add_parser("reset", help="close a rule's open breaker (recorded)")
+    q.add_argument("rule")
+    q.add_argument("--by", required=True, help="who resets it")
+    q.add_argument("--reason", required=True, help="why (recorded)")
     return parser
 
 
@@ -169,6 +185,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     handler = {
         "list": _list, "show": _show, "validate": _validate, "schema": _schema, "graph": _graph, "run": _run,
         "resume": _resume, "approve": _approve, "runs": _runs, "status": _status, "evidence": _evidence,
+        "serve": _serve, "triggers": _triggers,
         "keys": _keys,
     }[args.command]
     return handler(args)
@@ -268,6 +285,8 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--trigger: not valid JSON ({exc})") from None
     interactive = _interactive(args)
     ws = _workspace(args, args.output, interactive)
+    if args.run_id:
+        _check_new_run_id(ws, args.run_id)
     runbook = ws.load(args.name)
     unknown = sorted(set(assume) - {s.id for s in runbook.steps})
     if unknown:
@@ -278,10 +297,20 @@ def _run(args: argparse.Namespace) -> int:
                          interactive=interactive, step_mode=args.step, assume=assume, force=args.force,
                          force_lock_break=args.force_lock_break, reason=args.reason)
     signals.install()
-    result = ws.start(runbook, params, options, trigger=trigger)
+    result = ws.start(runbook, params, options, trigger=trigger, run_id=args.run_id or None)
     if args.output == "json":
         _print_json(_result_document(result))
     return int(result.exit_code)
+
+
+def _check_new_run_id(ws: Any, run_id: str) -> None:
+    """--run-id: the shape of `new_run_id`, and no run with that id yet (a run id is never reused)."""
+    import re
+
+    if not re.fullmatch(r"\d{8}T\d{6}Z-[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{6}", run_id):
+        raise UsageError(f"--run-id {run_id!r}: expected YYYYMMDDTHHMMSSZ-RUNBOOK-XXXXXX (as `runbook runs` shows)")
+    if ws.store.path(run_id).exists():
+        raise UsageError(f"--run-id {run_id}: a run with this id already exists")
 
 
 def _result_document(result: Any) -> dict[str, Any]:
@@ -317,6 +346,32 @@ def _approve(args: argparse.Namespace) -> int:
     print(f"{decision['decision']} step '{args.step}' of run {args.run_id} by {args.by}; "
           f"continue with: runbook resume {args.run_id}")
     return 0
+
+
+# -- automated remediation -----------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from engine.config import load_config
+    from engine.serve.app import serve
+
+    return serve(load_config(args.config), args.listen)
+
+
+def _triggers(args: argparse.Namespace) -> int:
+    from engine import triggers
+    from engine.config import load_config
+
+    if not args.triggers_command:
+        raise UsageError("triggers needs an action: list, check, test or reset")
+    config = load_config(args.config)
+    if args.triggers_command == "list":
+        return triggers.list_rules(config, args.output)
+    if args.triggers_command == "check":
+        return triggers.check(config)
+    if args.triggers_command == "test":
+        return triggers.test(config, args.event, args.rule)
+    return triggers.reset(config, args.rule, args.by, args.reason)
 
 
 # -- runs and evidence -----------------------------------------------------------

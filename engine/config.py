@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
     "core": {"adapter": "sim"},
     "signing_key_env": "RUNBOOK_SIGNING_KEY",
     "signing": {},
+    "serve": None,
+    "triggers": None,
 }
 
 
@@ -35,6 +37,8 @@ class Config:
     signing_key_env: str = "RUNBOOK_SIGNING_KEY"  # retired HMAC signing; accepted, unused
     signing_key: Path | None = None  # `signing: {key: PATH}`: Ed25519 private key that signs every bundle
     source: Path | None = None
+    serve: Any = None  # raw `serve:` block; validated by engine.serve.rules
+    triggers: Any = None  # raw `triggers:` list (or a file path); validated by engine.serve.rules
 
 
 _PATH_LISTS = ("runbook_paths", "plugin_paths")
@@ -115,4 +119,6 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         signing_key_env=str(merged["signing_key_env"]),
         signing_key=resolve(merged["signing"]["key"]) if (merged.get("signing") or {}).get("key") else None,
         source=source,
+        serve=merged.get("serve"),
+        triggers=merged.get("triggers"),
     )
