@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "signing": {},
     "serve": None,
     "triggers": None,
+    "templates": {"timeout": "1s", "max_bytes": 1048576},
 }
 
 
@@ -39,6 +40,8 @@ class Config:
     source: Path | None = None
     serve: Any = None  # raw `serve:` block; validated by engine.serve.rules
     triggers: Any = None  # raw `triggers:` list (or a file path); validated by engine.serve.rules
+    templates_timeout_s: float = 1.0  # `templates: {timeout, max_bytes}`: the bounds of every render
+    templates_max_bytes: int = 1048576
 
 
 _PATH_LISTS = ("runbook_paths", "plugin_paths")
@@ -65,6 +68,26 @@ def _type_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     if "signing" in raw and not (isinstance(signing, dict) and set(signing) <= {"key"}
                                  and isinstance(signing.get("key", ""), str)):
         out.append(("signing", f"signing: expected {{key: PATH}} (an Ed25519 private key), got {signing!r}"))
+    if "templates" in raw:
+        out += [("templates", message) for message in _template_problems(raw["templates"])]
+    return out
+
+
+def _template_problems(value: Any) -> list[str]:
+    from engine.model import parse_duration
+
+    expected = "expected {timeout: DURATION, max_bytes: INTEGER} such as {timeout: 1s, max_bytes: 1048576}"
+    if not isinstance(value, dict) or not set(value) <= {"timeout", "max_bytes"}:
+        return [f"templates: {expected}, got {value!r}"]
+    out = []
+    try:
+        if "timeout" in value and parse_duration(value["timeout"]) <= 0:
+            out.append(f"templates.timeout: {value['timeout']!r} is not positive ({expected})")
+    except ValueError as exc:
+        out.append(f"templates.timeout: {exc}")
+    size = value.get("max_bytes", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        out.append(f"templates.max_bytes: expected a positive integer, got {size!r}")
     return out
 
 
@@ -121,4 +144,13 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         source=source,
         serve=merged.get("serve"),
         triggers=merged.get("triggers"),
+        templates_timeout_s=_template_limit(merged, "timeout"),
+        templates_max_bytes=int(_template_limit(merged, "max_bytes")),
     )
+
+
+def _template_limit(merged: dict[str, Any], key: str) -> float:
+    from engine.model import parse_duration
+
+    value = {**DEFAULTS["templates"], **(merged.get("templates") or {})}[key]
+    return parse_duration(value) if key == "timeout" else float(value)
