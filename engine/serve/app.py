@@ -165,6 +165,9 @@ class Server:
                 or body.get("decision") not in ("approve", "deny"):
             raise _HttpError(400, 'expected {"step": STEP, "decision": "approve" | "deny", "note": TEXT}')
         note = body.get("note")
+        if record.operator == f"serve:{identity}" and self._four_eyes(record.runbook_path, body["step"]):
+            raise _HttpError(403, f"approval refused: four-eyes: '{identity}' started this run (through serve) "
+                             "and cannot approve it")
         kwargs: dict[str, Any] = {}
         if "via" in inspect.signature(self.workspace.approve).parameters:
             kwargs["via"] = "serve"
@@ -177,6 +180,15 @@ class Server:
             raise _HttpError(403 if refused else 409, str(exc)) from None
         resumed = self.supervisor.resume_after_approval(record.run_id)
         return JSONResponse({"run_id": record.run_id, "step": body["step"], **decision, "resumed_by_serve": resumed})
+
+    def _four_eyes(self, runbook_path: str, step_id: str) -> bool:
+        from engine.errors import RunbookError
+
+        try:
+            step = self.workspace.load(runbook_path).step(step_id)
+        except (KeyError, RunbookError):
+            return False
+        return bool(getattr(step, "four_eyes", False))
 
     async def metrics_text(self, request: Request) -> Response:
         """GET /metrics in the Prometheus text format."""

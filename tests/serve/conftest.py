@@ -98,6 +98,16 @@ RUNBOOKS = {
           - id: done
             end: SUCCESS
         """,
+    "gated4": """
+        runbook: gated4
+        title: Needs someone other than who started it
+        version: 1
+        steps:
+          - id: gate
+            approve: {prompt: "go?", four_eyes: true}
+          - id: done
+            end: SUCCESS
+        """,
 }
 
 
