@@ -131,6 +131,10 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
     core = {**DEFAULTS["core"], **(merged.get("core") or {})}
     if core.get("root"):
         core["root"] = str(resolve(core["root"]))
+    signing_key = resolve(merged["signing"]["key"]) if (merged.get("signing") or {}).get("key") else None
+    if signing_key is not None and not signing_key.is_file():
+        raise InvalidRunbook([Problem(str(source), None, None, None, f"signing.key: {signing_key} is not a file "
+                                      "(make a key pair with `runbook keys generate NAME`)")])
     return Config(
         base=base,
         runbook_paths=listing(merged["runbook_paths"]),
@@ -140,7 +144,7 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         plugin_paths=listing(merged["plugin_paths"]),
         core=core,
         signing_key_env=str(merged["signing_key_env"]),
-        signing_key=resolve(merged["signing"]["key"]) if (merged.get("signing") or {}).get("key") else None,
+        signing_key=signing_key,
         source=source,
         serve=merged.get("serve"),
         triggers=merged.get("triggers"),

@@ -331,6 +331,10 @@ def verify_bundle(directory: Path, keys: Sequence[tuple[str, Any]] = ()) -> dict
     for name in REQUIRED:
         if name not in present:
             raise StateCorrupt(f"{directory / name}: missing from the bundle")
+    named = set(REQUIRED) | {str(data.get("path")) for _, data in chain.artifacts}
+    unnamed = sorted(set(present) - named)
+    if unnamed:
+        raise StateCorrupt(f"{directory / unnamed[0]}: no artifact event records this file (added after the run)")
     expected = manifest_fields(chain)
     for key in sorted(set(manifest) - {"files", "last_event_hash", "event_count"} | set(expected)):
         if key not in expected:
