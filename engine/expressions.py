@@ -108,7 +108,13 @@ def environment() -> Any:
             return sandbox.checked(sandbox.BINOPS[operator_name](left, right), f"the result of {operator_name}")
 
         def getattr(self, obj: Any, attribute: str) -> Any:
+            """A mapping's keys come before its methods: `params.items` is the param named items."""
             sandbox.tick()
+            if isinstance(obj, Mapping) and not isinstance(obj, str):
+                try:
+                    return obj[attribute]
+                except (KeyError, TypeError):
+                    pass
             return super().getattr(obj, attribute)
 
         def getitem(self, obj: Any, argument: Any) -> Any:
@@ -193,15 +199,15 @@ def _parse(source: str, is_expression: bool) -> Any:
 
 def _check_tokens(env: Any, text: str) -> None:
     depth = count = 0
-    for _, kind, _ in env.lexer.tokeniter(text, None):
+    for _, kind, value in env.lexer.tokeniter(text, None):
         count += 1
         if count > MAX_SOURCE_TOKENS:
             raise ExpressionError(f"more than {MAX_SOURCE_TOKENS} tokens (expected a shorter expression or template)")
-        if kind in ("lparen", "lbracket", "lbrace"):
+        if kind == "operator" and value in "([{":
             depth += 1
             if depth > MAX_BRACKET_DEPTH:
                 raise ExpressionError(f"brackets nested more than {MAX_BRACKET_DEPTH} levels deep")
-        elif kind in ("rparen", "rbracket", "rbrace"):
+        elif kind == "operator" and value in ")]}":
             depth -= 1
 
 

@@ -137,7 +137,7 @@ def _check(size: int, what: str) -> None:
 
 def check_result(value: Any, what: str = "the result") -> None:
     """LimitExceeded when `value` is larger than the size limit."""
-    _check(weight(value), what)
+    _check(_text_size(value) if isinstance(value, (str, bytes, bytearray)) else weight(value), what)
 
 
 def _shallow(value: Any) -> int:

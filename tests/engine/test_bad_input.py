@@ -278,8 +278,9 @@ def test_pathological_yaml_is_data_invalid(ws: Workspace, body: str) -> None:
 
 
 def test_a_template_reaching_python_internals_is_blocked_at_run_time(ws: Workspace) -> None:
-    """`{{ ''.__class__.__mro__ }}` cannot be judged by names; it fails its step in the sandbox.
+    """An attribute name computed at run time cannot be judged statically; it fails its step in the sandbox.
 
+    (A literal `_` attribute is refused by validation: tests/engine/test_templates_bounded.py.)
     The check fails unhandled -> BUSINESS_REJECT (exit 10); no traceback; the
     classes it tried to reach are printed nowhere.
     """
@@ -290,7 +291,7 @@ def test_a_template_reaching_python_internals_is_blocked_at_run_time(ws: Workspa
         steps:
           - id: peek
             check: noop
-            with: {value: "{{ ''.__class__.__mro__ }}"}
+            with: {value: "{{ ''|attr('_' ~ '_class__') }}"}
           - id: mark
             action: file.write
             with: {path: marker.txt, content: x}
