@@ -91,8 +91,8 @@ def _param_problems(config: Config, settings: ServeSettings) -> list[Problem]:
 
     ws = Workspace(config, make_console("json", False))
     problems: list[Problem] = []
-    where = str(config.source or "runbook.yaml")
     for rule in settings.rules:
+        path, line, col = settings.where.get(rule.name, (str(config.source or "runbook.yaml"), None, None))
         try:
             runbook = ws.load(rule.runbook)
         except InvalidRunbook as exc:
@@ -100,7 +100,7 @@ def _param_problems(config: Config, settings: ServeSettings) -> list[Problem]:
             continue
         for name in rule.params:
             if name not in runbook.params:
-                problems.append(Problem(where, None, None, None, f"trigger '{rule.name}': param '{name}' is not a "
+                problems.append(Problem(path, line, col, None, f"trigger '{rule.name}': param '{name}' is not a "
                                         f"param of {rule.runbook} (expected one of: "
                                         f"{', '.join(sorted(runbook.params)) or 'none declared'})"))
     return problems

@@ -116,7 +116,7 @@ class Server:
             self.supervisor.wake.set()
 
     async def runs(self, request: Request) -> Response:
-        """GET /runs: every run record, filtered by ?status=, ?runbook=, ?outcome=."""
+        """GET /runs: a JSON list of run records (as `runbook runs --output json`), filtered by ?status= ..."""
         from engine.runs import effective_status
 
         self.identity(request)
@@ -126,7 +126,7 @@ class Server:
             row = {**asdict(record), "status": effective_status(record)}
             if all(not v or str(row.get(k)) == v for k, v in wanted.items()):
                 out.append(row)
-        return JSONResponse({"runs": out})
+        return JSONResponse(out)
 
     def _known_run(self, run_id: str) -> Any:
         from engine.runs import UnknownRun
@@ -139,7 +139,7 @@ class Server:
             raise _HttpError(404, f"no run '{run_id}'") from None
 
     async def run(self, request: Request) -> Response:
-        """GET /runs/RUN_ID: the run record and its events."""
+        """GET /runs/RUN_ID: the run record's fields, `events` (its evidence log) and `serve` (rule, state)."""
         from pathlib import Path
 
         from engine.evidence import read_events
@@ -151,8 +151,7 @@ class Server:
         events = read_events(events_path) if events_path.exists() else []
         row = self.inbox.by_run(record.run_id)
         serve = None if row is None else {"rule": row.rule, "state": row.state, "identity": row.identity}
-        return JSONResponse({"run": {**asdict(record), "status": effective_status(record)}, "events": events,
-                             "serve": serve})
+        return JSONResponse({**asdict(record), "status": effective_status(record), "events": events, "serve": serve})
 
     async def approve(self, request: Request) -> Response:
         """POST /runs/RUN_ID/approve: the approver is the token's identity (approvers, four_eyes apply)."""
@@ -245,9 +244,10 @@ def serve(config: Config, listen: str | None = None) -> int:
 
     import uvicorn
 
+    from engine.library import Library
     from engine.serve.rules import load_settings
 
-    settings = load_settings(config)
+    settings = load_settings(config, Library(config.runbook_paths).names())
     host, _, port = (listen or settings.listen).rpartition(":")
     host = host.strip("[]")
 

@@ -91,6 +91,7 @@ class ServeSettings:
     max_concurrent_runs: int = 4
     listen: str = DEFAULT_LISTEN
     rules: tuple[Rule, ...] = ()
+    where: dict[str, tuple[str, int | None, int | None]] = field(default_factory=dict)  # rule -> its params' place
 
     def rule(self, name: str) -> Rule | None:
         """The rule with that name, or None."""
@@ -119,8 +120,12 @@ class _Located:
         self.path = path
         self.problems: list[Problem] = []
 
-    def add(self, key: tuple[Any, ...], message: str, rule: str | None = None) -> None:
+    def where(self, key: tuple[Any, ...]) -> tuple[str, int | None, int | None]:
         line, col = self.doc.where(key) if self.doc is not None else (None, None)
+        return self.path, line, col
+
+    def add(self, key: tuple[Any, ...], message: str, rule: str | None = None) -> None:
+        _, line, col = self.where(key)
         prefix = f"trigger '{rule}': " if rule else ""
         self.problems.append(Problem(self.path, line, col, None, prefix + message))
 
@@ -145,12 +150,13 @@ def load_settings(config: Config, library_names: set[str] | None = None) -> Serv
         located_rules = _Located(rules_doc, str(file))
         if isinstance(rules_raw, dict) and "triggers" in rules_raw:
             rules_raw, rules_key = rules_raw["triggers"], ("triggers",)
-    rules = _rules(rules_raw, rules_key, located_rules, library_names)
+    where: dict[str, tuple[str, int | None, int | None]] = {}
+    rules = _rules(rules_raw, rules_key, located_rules, library_names, where)
     problems = located.problems + (located_rules.problems if located_rules is not located else [])
     if problems:
         raise InvalidRunbook(problems)
     return ServeSettings(tokens=settings["tokens"], max_concurrent_runs=settings["max_concurrent_runs"],
-                         listen=settings["listen"], rules=tuple(rules))
+                         listen=settings["listen"], rules=tuple(rules), where=where)
 
 
 def _serve_block(raw: Any, located: _Located) -> dict[str, Any]:
@@ -188,7 +194,8 @@ def _serve_block(raw: Any, located: _Located) -> dict[str, Any]:
     return out
 
 
-def _rules(raw: Any, base: tuple[Any, ...], located: _Located, library_names: set[str] | None) -> list[Rule]:
+def _rules(raw: Any, base: tuple[Any, ...], located: _Located, library_names: set[str] | None,
+           where: dict[str, tuple[str, int | None, int | None]]) -> list[Rule]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -206,6 +213,7 @@ def _rules(raw: Any, base: tuple[Any, ...], located: _Located, library_names: se
             continue
         seen.add(rule.name)
         rules.append(rule)
+        where[rule.name] = located.where(key + ("params",))
     return rules
 
 

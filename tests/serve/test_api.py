@@ -28,7 +28,7 @@ def test_approval_over_the_api_is_the_token_identity_and_serve_resumes_the_run(p
     [second] = project.fire(alert("ap2", alertname="NeedsApproval"))
     for decision in (first, second):
         wait_for(lambda d=decision: _paused(project, d["run_id"]), 60, "the run to pause for approval")
-    paused = {r["run_id"] for r in project.get("/runs?status=paused").json()["runs"]}
+    paused = {r["run_id"] for r in project.get("/runs?status=paused").json()}
     assert {first["run_id"], second["run_id"]} <= paused
     assert project.metric("runbook_approvals_waiting") == 2
 
@@ -123,4 +123,5 @@ def test_triggers_check_test_and_located_errors(project: Project) -> None:
           runbook: hello
           params: {not_a_param: 1}
         """)
-    assert "param 'not_a_param' is not a param of hello" in project.cli("triggers", "check").err
+    located = project.cli("triggers", "check").err
+    assert "runbook.yaml:" in located and "param 'not_a_param' is not a param of hello" in located

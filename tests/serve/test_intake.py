@@ -70,7 +70,8 @@ def test_sample_fires_one_run_with_rendered_params_and_trigger(project: Project)
     assert wait_for(lambda: project.metric("runbook_runs_total", runbook="hello", outcome="SUCCESS") == 1)
     assert project.metric("runbook_alerts_total", rule="gateway", decision="duplicate") == 1
     detail = project.get(f"/runs/{run_id}").json()
-    assert detail["run"]["run_id"] == run_id and detail["events"][0]["type"] == "run_started"
+    assert detail["run_id"] == run_id and detail["status"] == "finished"
+    assert detail["events"][0]["type"] == "run_started" and detail["serve"]["rule"] == "gateway"
     assert project.get("/runs/..%2F..%2Fetc").status_code == 404
     assert project.verify_cli(run_id) == 0
 
