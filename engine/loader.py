@@ -20,7 +20,10 @@ import yaml
 from engine.errors import InvalidRunbook, Problem
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
-MAX_NODES = 2_000_000
+MAX_NODES = 100_000
+MAX_EXPANDED_BYTES = MAX_FILE_BYTES
+_PRESCAN_ABOVE_BYTES = 64 * 1024
+_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 Key = tuple[str | int, ...]
 
@@ -85,17 +88,20 @@ def load_file(path: str | Path) -> Document:
 
 
 def load_text(raw: bytes | str, path: str = "<string>") -> Document:
-    """Parse YAML text into a Document; InvalidRunbook on any problem."""
-    data_bytes = raw.encode("utf-8") if isinstance(raw, str) else raw
+    """Parse YAML text into a Document; InvalidRunbook with a located message on any problem.
+
+    Whatever the input, this takes time and memory in proportion to the file: aliases are
+    counted as what they expand to and refused before anything is expanded.
+    """
+    data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     digest = hashlib.sha256(data_bytes).hexdigest()
     if len(data_bytes) > MAX_FILE_BYTES:
         raise InvalidRunbook([Problem(path, None, None, None,
-            f"file is {len(data_bytes)} bytes (expected at most {MAX_FILE_BYTES} bytes for a runbook)")])
+            f"file is {len(data_bytes)} bytes (expected at most {MAX_FILE_BYTES} bytes)")])
+    text = _decode(data_bytes, path)
     try:
-        text = data_bytes.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRunbook([Problem(path, None, None, None, f"not UTF-8 text (byte {exc.start})")]) from None
-    try:
+        if len(text) > _PRESCAN_ABOVE_BYTES:
+            _count_events(text, path)
         node = yaml.compose(text, Loader=_ComposeOnly)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -105,21 +111,103 @@ def load_text(raw: bytes | str, path: str = "<string>") -> Document:
             what += " (a tab: YAML must be indented with spaces)"
         context = f" {exc.context}" if exc.context else ""
         raise InvalidRunbook([Problem(path, line, col, None, f"YAML syntax error: {what}{context}")]) from None
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_col(text, exc.position)
+        raise InvalidRunbook([Problem(path, line, col, None,
+            f"unacceptable character {_codepoint(exc.character)}: {exc.reason} (expected printable text)")]) from None
     except yaml.YAMLError as exc:
         raise InvalidRunbook([Problem(path, None, None, None, f"YAML error: {exc}")]) from None
     except RecursionError:
-        raise InvalidRunbook([Problem(path, None, None, None, "YAML nested too deeply (expected a runbook-shaped document)")]) from None
+        raise InvalidRunbook([Problem(path, None, None, None, "YAML nested too deeply (expected a shallower document)")]) from None
     doc = Document(path=path, data=None, sha256=digest, text=text)
     if node is None:
         return doc
+    _check_expansion(node, path)
     builder = _Builder(doc)
     try:
         doc.data = builder.build(node, ())
     except RecursionError:
-        raise InvalidRunbook([Problem(path, None, None, None, "YAML nested too deeply (expected a runbook-shaped document)")]) from None
+        raise InvalidRunbook([Problem(path, None, None, None, "YAML nested too deeply (expected a shallower document)")]) from None
     if builder.problems:
         raise InvalidRunbook(builder.problems)
     return doc
+
+
+def _decode(data: bytes, path: str) -> str:
+    for bom, name in _BOMS.items():
+        if data.startswith(bom):
+            raise InvalidRunbook([Problem(path, 1, 1, None, f"file is {name} text (expected UTF-8)")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = len(data[data.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8", "replace")) + 1
+        raise InvalidRunbook([Problem(path, line, col, None,
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} (expected UTF-8; save the file as UTF-8)")]) from None
+
+
+def _codepoint(character: Any) -> str:
+    return f"#x{ord(character):04x}" if isinstance(character, str) else f"#x{character:04x}"
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1
+
+
+def _count_events(text: str, path: str) -> None:
+    """Refuse a document of more than MAX_NODES nodes before composing it."""
+    for count, event in enumerate(yaml.parse(text, Loader=_ComposeOnly)):
+        if count > MAX_NODES:
+            mark = event.start_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+            raise InvalidRunbook([Problem(path, line, col, None,
+                f"more than {MAX_NODES} YAML nodes (expected a smaller document)")])
+
+
+def _check_expansion(root: yaml.Node, path: str) -> None:
+    """Refuse a document whose aliases expand to more than MAX_NODES nodes or MAX_EXPANDED_BYTES of text.
+
+    Each node is visited once (aliases share their node), so this is linear in the file.
+    """
+    sizes: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = _children(node)
+        if not done:
+            if key in open_nodes:
+                _refuse(path, node, "an alias refers to its own anchor (expected a finite document)")
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        if any(id(child) not in sizes for child in children):
+            _refuse(path, node, "an alias refers to its own anchor (expected a finite document)")
+        count = 1 + sum(sizes[id(child)][0] for child in children)
+        size = len(node.value) if isinstance(node, yaml.ScalarNode) else sum(sizes[id(c)][1] for c in children)
+        sizes[key] = (count, size)
+        open_nodes.discard(key)
+        if count > MAX_NODES:
+            _refuse(path, node, f"aliases expand to more than {MAX_NODES} YAML nodes (expected a smaller document)")
+        if size > MAX_EXPANDED_BYTES:
+            _refuse(path, node, f"aliases expand to more than {MAX_EXPANDED_BYTES} bytes of text (expected a smaller document)")
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _refuse(path: str, node: yaml.Node, message: str) -> None:
+    raise InvalidRunbook([Problem(path, node.start_mark.line + 1, node.start_mark.column + 1, None, message)])
 
 
 class _Builder:
@@ -134,6 +222,9 @@ class _Builder:
             raise InvalidRunbook([Problem(self.doc.path, node.start_mark.line + 1, node.start_mark.column + 1,
                 None, f"more than {MAX_NODES} YAML nodes (alias expansion?)")])
         self.doc.positions.setdefault(key, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in (_TAG + "map", _TAG + "seq"):
+            self._flag(node, f"unsupported YAML tag {node.tag} (expected plain mappings and lists)")
+            return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, key)
         if isinstance(node, yaml.SequenceNode):

@@ -35,6 +35,7 @@ RUN_FIELDS = {"id", "mode", "runbook", "started_at", "operator"}
 STEP_VIEW_FIELDS = {"status", "ok", "result", "attempts", "duration_s", "error"}
 JINJA_GLOBALS = {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop", "true", "false", "none"}
 END = "__end__"
+SINK = "__sink__"
 
 
 def validate_document(
@@ -244,7 +245,9 @@ def _graph_problems(doc: Document, runbook: Runbook) -> list[Problem]:
         if step.id not in reachable and step.id not in rollback_targets:
             problems.append(doc.problem(("steps", index[step.id]), "unreachable step (no route leads here from the first step)", step.id))
     ends = {s.id for s in runbook.steps if isinstance(s, EndStep)} | {END}
-    can_end = set().union(*(nx.ancestors(graph, e) | {e} for e in ends))
+    graph.add_edges_from((e, SINK) for e in ends)
+    can_end = nx.ancestors(graph, SINK)
+    graph.remove_node(SINK)
     for step in runbook.steps:
         if step.id in reachable and step.id not in can_end:
             problems.append(doc.problem(("steps", index[step.id]), "no end can be reached from this step (expected a route to an end step or past the last step)", step.id))
@@ -274,6 +277,7 @@ def _cycle_can_exit(runbook: Runbook, component: set[str]) -> bool:
 def _plugin_problems(doc: Document, runbook: Runbook, registry: Registry,
                      indices: list[int] | None = None) -> list[Problem]:
     problems: list[Problem] = []
+    unapproved: set[str] | None = None
     for n, step in enumerate(runbook.steps):
         i = indices[n] if indices else n
         if isinstance(step, (CheckStep, ActionStep, WaitStep)):
@@ -292,7 +296,9 @@ def _plugin_problems(doc: Document, runbook: Runbook, registry: Registry,
                 continue
             problems += _params_problems(doc, registry.get(kind, step.plugin), params, with_key, step.id)
             releases = step.plugin == "killswitch.release" or (step.plugin == "core.kill_switch" and params.get("engage") is False)
-            if kind == "action" and releases and indices is None and not _approved_before(runbook, step):
+            if kind == "action" and releases and indices is None:
+                unapproved = _unapproved_reach(runbook) if unapproved is None else unapproved
+            if kind == "action" and releases and indices is None and step.id in (unapproved or ()):
                 problems.append(doc.problem(key, "killswitch.release must follow an approve step (expected an approve step on every route to it)", step.id))
     return problems
 
@@ -331,8 +337,8 @@ def _touches_template(params: Any, path: list[Any], error: Any) -> bool:
     return bool(template_expressions(value)) and error.validator not in ("additionalProperties", "required")
 
 
-def _approved_before(runbook: Runbook, target: Step) -> bool:
-    """True when every route from the first step to `target` passes an approve step."""
+def _unapproved_reach(runbook: Runbook) -> set[str]:
+    """The steps some route from the first step reaches without passing an approve step."""
     seen: set[str] = set()
     stack = [runbook.steps[0].id]
     while stack:
@@ -340,13 +346,10 @@ def _approved_before(runbook: Runbook, target: Step) -> bool:
         if sid in seen or sid == END:
             continue
         seen.add(sid)
-        if sid == target.id:
-            return False
         step = runbook.step(sid)
-        if isinstance(step, ApproveStep):
-            continue
-        stack.extend(successors(runbook, step))
-    return True
+        if not isinstance(step, ApproveStep):
+            stack.extend(successors(runbook, step))
+    return seen
 
 
 # -- names in expressions and templates ---------------------------------------
