@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidRunbook, RunbookError, UsageError
+from engine.redact import mask
 
 DESCRIPTION = """Declarative runbooks for trading operations.
 
@@ -72,11 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--in-doubt", choices=["rerun", "skip", "fail"], help="what to do with a step in doubt")
     p.add_argument("--accept-changed", action="store_true", help="continue although the runbook file changed")
+    p.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="the value of a secret param again (secrets are never stored)")
     p.add_argument("--no-input", action="store_true")
     p.add_argument("--operator")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
-    p = sub.add_parser("approve", help="approve (or --deny) a paused run's approval step")
+    p = sub.add_parser("cancel", help="end a paused or interrupted run: rollbacks, lock and key released (exit 10)")
+    p.add_argument("run_id")
+    p.add_argument("--by", required=True, help="who cancels (recorded)")
+    p.add_argument("--reason", required=True, help="why (recorded)")
+    p.add_argument("--no-rollback", action="store_true", help="end it without running its rollbacks (recorded)")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("approve", help="approve (or --deny) a run's approval step; `resume` then continues it")
     p.add_argument("run_id")
     p.add_argument("step")
     p.add_argument("--by", required=True, help="who approves")
@@ -144,16 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    undecodable = _undecodable(args)
+    if undecodable:
+        print(f"runbook: {undecodable}: not valid UTF-8 (expected UTF-8 text)", file=sys.stderr)
+        return 2
     try:
         return int(_dispatch(args) or 0)
     except InvalidRunbook as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(mask(str(problem)), file=sys.stderr)
         count = len(exc.problems)
         print(f"{count} problem{'s' if count != 1 else ''}; nothing was executed", file=sys.stderr)
         return exc.exit_code
     except RunbookError as exc:
-        print(f"runbook: {exc}", file=sys.stderr)
+        print(f"runbook: {mask(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("runbook: interrupted", file=sys.stderr)
@@ -162,13 +176,22 @@ def main(argv: list[str] | None = None) -> int:
         return _crash()
 
 
+def _undecodable(args: argparse.Namespace) -> str | None:
+    """The first argument that is not UTF-8 text (undecodable bytes arrive as surrogates), as its bytes."""
+    for name, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if name != "param" and isinstance(text, str) and any("\ud800" <= c <= "\udfff" for c in text):
+                return f"--{name.replace('_', '-')} {repr(os.fsencode(text))[2:-1]}"
+    return None
+
+
 def _crash() -> int:
     import tempfile
     import traceback
 
     fd, path = tempfile.mkstemp(prefix="runbook-crash-", suffix=".log")
     with os.fdopen(fd, "w") as handle:
-        traceback.print_exc(file=handle)
+        handle.write(mask(traceback.format_exc()))
     print(f"runbook: internal error (a bug); details in {path}", file=sys.stderr)
     return 50
 
@@ -184,7 +207,7 @@ def _workspace(args: argparse.Namespace, output: str = "text", interactive: bool
 def _dispatch(args: argparse.Namespace) -> int:
     handler = {
         "list": _list, "show": _show, "validate": _validate, "schema": _schema, "graph": _graph, "run": _run,
-        "resume": _resume, "approve": _approve, "runs": _runs, "status": _status, "evidence": _evidence,
+        "resume": _resume, "approve": _approve, "cancel": _cancel, "runs": _runs, "status": _status, "evidence": _evidence,
         "serve": _serve, "triggers": _triggers,
         "keys": _keys,
     }[args.command]
@@ -192,7 +215,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    print(mask(json.dumps(data, indent=2, default=str, ensure_ascii=False)))
 
 
 # -- library -------------------------------------------------------------------
@@ -333,8 +356,25 @@ def _resume(args: argparse.Namespace) -> int:
     interactive = _interactive(args)
     ws = _workspace(args, args.output, interactive)
     signals.install()
-    result = ws.resume(args.run_id, RunOptions(operator=args.operator or "", interactive=interactive,
-                                                in_doubt=args.in_doubt, accept_changed=args.accept_changed))
+    from engine.resume import resume
+
+    secret_params = dict(a.split("=", 1) for a in args.param if "=" in a)
+    if len(secret_params) != len(args.param):
+        raise UsageError("--param: expected K=V")
+    result = resume(ws, args.run_id, RunOptions(operator=args.operator or "", interactive=interactive,
+                                                in_doubt=args.in_doubt, accept_changed=args.accept_changed),
+                    secret_params)
+    if args.output == "json":
+        _print_json(_result_document(result))
+    return int(result.exit_code)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from engine import signals
+
+    ws = _workspace(args, args.output)
+    signals.install()
+    result = ws.cancel(args.run_id, args.by, args.reason, rollback=not args.no_rollback)
     if args.output == "json":
         _print_json(_result_document(result))
     return int(result.exit_code)

@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any, TextIO
 
+from engine.redact import mask
+
 _SYMBOL = {"ok": "ok", "failed": "FAIL", "skipped": "skip", "planned": "plan"}
 
 
@@ -21,7 +23,7 @@ class PlainConsole:
         self.depth = 0
 
     def _line(self, text: str) -> None:
-        print("  " * self.depth + text, file=self.stream, flush=True)
+        print("  " * self.depth + mask(text), file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         """A note for the operator."""
@@ -61,17 +63,31 @@ class PlainConsole:
             if choice:
                 return choice
 
-    def ask_approval(self, step: Any, prompt: str, operator: str) -> dict[str, Any]:
-        """Prompt for an approval on the terminal."""
+    def ask_approval(self, step: Any, prompt: str, operator: str, refusal: Any) -> dict[str, Any]:
+        """Prompt for an approval: who approves (checked at once), then approve, deny or pause.
+
+        The safe answer is the default: an empty answer pauses the run for `runbook approve`.
+        """
         self._line(f"APPROVAL {step.id}: {prompt}")
         if step.approvers:
             self._line(f"  approvers: {', '.join(step.approvers)}")
+        if step.four_eyes:
+            self._line(f"  four-eyes: someone other than {operator} must approve")
         by = operator
         if step.approvers or step.four_eyes:
-            by = input(f"approver name [{operator}]: ").strip() or operator
-        answer = input("approve? [y/N] ").strip().lower()
+            by = input("approver name: ").strip()
+        refused = refusal(by)
+        if refused:
+            return {"by": by, "refused": refused}
+        while True:
+            answer = input("approve / deny / pause? [a/d/P] ").strip().lower()[:1]
+            choice = {"a": "approved", "y": "approved", "d": "denied", "n": "denied", "p": "pause", "": "pause"}.get(answer)
+            if choice:
+                break
+        if choice == "pause":
+            return {"by": by, "decision": "pause"}
         note = input("note (optional): ").strip() or None
-        return {"decision": "approved" if answer in ("y", "yes") else "denied", "by": by, "note": note}
+        return {"decision": choice, "by": by, "note": note}
 
 
 class RichConsole(PlainConsole):
@@ -93,7 +109,7 @@ class RichConsole(PlainConsole):
             style = "green"
         elif text.lstrip().startswith("[plan]"):
             style = "cyan"
-        self.console.print("  " * self.depth + escape(text), style=style or None)
+        self.console.print("  " * self.depth + escape(mask(text)), style=style or None)
 
     def ask_step(self, step: Any, preview: dict[str, Any]) -> str:
         """Operator mode with a rich prompt."""

@@ -1,9 +1,9 @@
 """The state machine: one loop that dispatches to one function per step kind.
 
 Every step goes through `_execute`, which writes `step_started` before the
-step acts and a final `step_finished` after it. The event log is the run's
-write-ahead log: `engine.replay` rebuilds a run from it, so resume, approvals
-and in-doubt handling read the same records the loop writes.
+step acts and a final `step_finished` after it. The interpreter never changes
+its bookkeeping directly: it writes a record and applies that record to its
+`RunState` (`_emit`), so resume, which folds the same records, agrees with it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import signals
+from engine import records, signals
 from engine.errors import PluginError
 from engine.evidence import EventLog
 from engine.expressions import ExpressionError, evaluate, read_values, render
@@ -31,25 +31,10 @@ from engine.model import (
     WaitStep,
 )
 from engine.plugins import Plan, Registry, StepContext
-from engine.replay import Replayed
+from engine.state import PlannedResult, RunState
 
 MAX_ARTIFACT_CHARS = 10_000_000
 FAILURE_DEFAULTS = {"check": Outcome.BUSINESS_REJECT, "decide": Outcome.BUSINESS_REJECT, "approve": Outcome.BUSINESS_REJECT}
-
-
-class PlannedResult(dict):  # type: ignore[type-arg]
-    """The result of a planned (not run) action: keys it does not have read as a placeholder.
-
-    A dry-run cannot know what an action would return; later templates that use
-    it render `<not known in dry-run: steps.ID.result.KEY>` instead of failing.
-    """
-
-    def __init__(self, step_id: str, data: dict[str, Any]) -> None:
-        super().__init__(data)
-        self.step_id = step_id
-
-    def __missing__(self, key: str) -> str:
-        return f"<not known in dry-run: steps.{self.step_id}.result.{key}>"
 
 
 class Pause(Exception):
@@ -103,6 +88,8 @@ class Services:
     settings: Mapping[str, Any]
     call_runbook: Any  # (step, params, child_run_id) -> (Outcome, run_id, message)
     resume_child: Any  # (child_run_id) -> (Outcome, run_id, message)
+    give_approval: Any = None  # (step_id, decision, by, note, via) -> approval id (kept in the state directory)
+    before_mutation: Any = None  # (step) -> None; raises Finish when the run may no longer act
 
 
 class Interpreter:
@@ -124,27 +111,33 @@ class Interpreter:
         self.workdir = workdir
         self.secrets = secrets
         self.dry = run["mode"] == "dry-run"
-        self.steps: dict[str, dict[str, Any]] = {}
-        self.rollback_stack: list[str] = []
-        self.approvals: dict[str, dict[str, Any]] = {}
-        self.items_done: dict[str, list[Any]] = {}
-        self.children: dict[str, str] = {}
-        self.halted = False
+        self.state = RunState(position=runbook.steps[0].id if runbook.steps else None)
 
     # -- scope ---------------------------------------------------------------
 
     def scope(self, **extra: Any) -> dict[str, Any]:
         """Names templates and expressions can read (SPEC 2.2)."""
-        return {"params": self.params, "env": self.env, "run": self.run, "steps": self.steps,
+        return {"params": self.params, "env": self.env, "run": self.run, "steps": self.state.steps,
                 "trigger": self.trigger, **extra}
 
-    def restore(self, state: Replayed) -> None:
-        """Take over what a replayed event log says has happened."""
-        self.steps = state.steps
-        self.rollback_stack = state.rollback_stack
-        self.approvals = state.approvals
-        self.items_done = state.items_done
-        self.halted = state.halted
+    def restore(self, state: RunState) -> None:
+        """Continue from the state a folded event log reached."""
+        self.state = state
+
+    def emit(self, type_: str, step: str | None, data: dict[str, Any], *, sync: bool = True) -> dict[str, Any]:
+        """Write one record and apply it to the run state: the only way the state changes."""
+        return self.state.apply(self.log.record(type_, step, data, sync=sync))
+
+    def context(self, step: Step, attempt: int, item_index: int | None = None) -> StepContext:
+        """What a plugin is told about the invocation it runs."""
+        return StepContext(run_id=self.run["id"], step_id=step.id, attempt=attempt, mode=self.run["mode"],
+                           workdir=self.workdir, timeout_s=step.timeout_s, item_index=item_index,
+                           settings=self.svc.settings, secrets=self.secrets)
+
+    def plugin_for(self, step: CheckStep | ActionStep | WaitStep) -> Any:
+        """The plugin a check, action or wait step runs."""
+        kind = "action" if isinstance(step, ActionStep) else "check"
+        return self.svc.registry.get(kind, step.plugin)
 
     # -- the loop --------------------------------------------------------------
 
@@ -155,7 +148,7 @@ class Interpreter:
                 signals.check()
                 step = self.rb.step(position)
                 if isinstance(step, EndStep) and step.when is not None and not self._holds(step.when):
-                    position = self._route(step, StepResult("skipped", extra={"when": step.when}))
+                    position = self.route(step, StepResult("skipped", extra={"when": step.when}))
                     continue
                 if isinstance(step, EndStep):
                     self._record_end(step)
@@ -165,7 +158,7 @@ class Interpreter:
             raise Finish(Outcome.SUCCESS, "")
         except Finish as done:
             outcome = done.outcome
-            still_engaged = self.halted and os.path.exists(self.svc.kill_switch)
+            still_engaged = self.state.halted and os.path.exists(self.svc.kill_switch)
             if still_engaged and outcome in (Outcome.SUCCESS, Outcome.BUSINESS_REJECT, Outcome.BUSINESS_SKIP):
                 return Outcome.ANOMALY_HALT, f"kill switch engaged ({self.svc.kill_switch}); {done.message}".rstrip("; ")
             return outcome, done.message
@@ -177,9 +170,9 @@ class Interpreter:
             return True
 
     def _record_end(self, step: EndStep) -> None:
-        self.log.record("step_started", step.id, {"kind": "end"}, sync=False)
-        self.log.record("step_finished", step.id, {"status": "ok", "final": True, "outcome": step.outcome.value,
-                                                   "next": None}, sync=False)
+        self.emit("step_started", step.id, records.step_started("end"), sync=False)
+        self.emit("step_finished", step.id, records.step_finished("ok", ok=True, outcome=step.outcome.value),
+                  sync=False)
 
     def _message(self, step: Step) -> str:
         if not step.message:
@@ -196,26 +189,26 @@ class Interpreter:
             try:
                 go = bool(evaluate(step.when, self.scope()))
             except ExpressionError as exc:
-                return self._route(step, StepResult("failed", error=f"when: {exc}"))
+                return self.route(step, StepResult("failed", error=f"when: {exc}"))
             if not go:
-                return self._route(step, StepResult("skipped", extra={"when": step.when}))
-        if self.step_mode and self.interactive:
+                return self.route(step, StepResult("skipped", extra={"when": step.when}))
+        if self.step_mode and self.interactive and not isinstance(step, ApproveStep):
             with signals.interruptible():
                 choice = reporter.ask_step(step, self._preview(step))
-            self.log.record("operator_choice", step.id, {"choice": choice})
+            self.emit("operator_choice", step.id, {"choice": choice})
             if choice == "skip":
-                return self._route(step, StepResult("skipped", extra={"operator": "skip"}))
+                return self.route(step, StepResult("skipped", extra={"operator": "skip"}))
             if choice == "abort":
-                self._run_rollbacks()
+                self.run_rollbacks()
                 raise Finish(Outcome.BUSINESS_REJECT, f"aborted by the operator at step '{step.id}'", step.id)
         try:
             step = self._concrete(step)
         except ExpressionError as exc:
-            return self._route(step, StepResult("failed", error=str(exc)))
+            return self.route(step, StepResult("failed", error=str(exc)))
         reporter.step_started(step)
         if step.id in self.assume and self.dry:
             assumed = self.assume[step.id]
-            self.log.record("step_started", step.id, {"kind": step.kind, "assumed": assumed}, sync=False)
+            self.emit("step_started", step.id, records.step_started(step.kind, assumed=assumed), sync=False)
             result = StepResult("planned" if assumed == "ok" else "failed", result={"assumed": assumed},
                                 error=None if assumed == "ok" else "assumed to fail (--assume)")
         else:
@@ -225,7 +218,7 @@ class Interpreter:
             }[step.kind]
             result = handler(step)
         reporter.step_finished(step, result)
-        return self._route(step, result)
+        return self.route(step, result)
 
     def _concrete(self, step: Step) -> Step:
         """The step with its templated durations rendered (ExpressionError if one is not a duration)."""
@@ -244,31 +237,29 @@ class Interpreter:
                 raise ExpressionError(f"{name.removesuffix('_s').replace('wait_', 'wait.')}: {exc}") from None
         return replace(step, **values)
 
-    def _route(self, step: Step, result: StepResult) -> str | None:
-        self.steps[step.id] = result.view()
-        data: dict[str, Any] = {"status": result.status, "ok": result.ok, "result": result.result,
-                                "error": result.error, "attempts": result.attempts,
-                                "duration_s": round(result.duration_s, 6), "final": True, **result.extra}
+    def route(self, step: Step, result: StepResult) -> str | None:
+        """Record how a step ended and return the step that comes next (Finish on an unhandled failure)."""
+        def finished(next_step: str | None, **fields: Any) -> None:
+            self.emit("step_finished", step.id, records.step_finished(
+                result.status, ok=result.ok, result=result.result, error=result.error, attempts=result.attempts,
+                duration_s=result.duration_s, next_step=next_step, **result.extra, **fields))
+
         if result.status == "skipped":
-            self.log.record("step_started", step.id, {"kind": step.kind, "skipped": True}, sync=False)
+            self.emit("step_started", step.id, records.step_started(step.kind, skipped=True), sync=False)
         if result.ok or result.status == "skipped":
             nxt = result.goto or step.goto or self.rb.next_of(step)
             if result.ok and step.rollback and self._mutating(step):
-                self.rollback_stack.append(step.rollback)
-                data["rollback_push"] = step.rollback
-            data["next"] = nxt
-            self.log.record("step_finished", step.id, data)
+                finished(nxt, rollback_push=step.rollback)
+            else:
+                finished(nxt)
             return nxt
         if step.on_fail:
-            data["next"] = step.on_fail
-            self.log.record("step_finished", step.id, data)
+            finished(step.on_fail)
             return step.on_fail
         outcome = (Outcome(step.fail) if step.fail else None) or self.rb.default_fail or \
             FAILURE_DEFAULTS.get(step.kind, Outcome.INTERNAL_ERROR)
-        data["next"] = None
-        data["unhandled"] = outcome.value
-        self.log.record("step_finished", step.id, data)
-        self._run_rollbacks()
+        finished(None, unhandled=outcome.value)
+        self.run_rollbacks()
         raise Finish(outcome, f"step '{step.id}' failed: {result.error or 'failed'}", step.id)
 
     def _mutating(self, step: Step) -> bool:
@@ -276,18 +267,17 @@ class Interpreter:
 
     # -- rollbacks ---------------------------------------------------------------
 
-    def _run_rollbacks(self) -> None:
+    def run_rollbacks(self) -> None:
         """Run the rollback steps of completed actions, newest first; failures are recorded, not routed."""
-        while self.rollback_stack:
-            target = self.rollback_stack.pop()
+        while self.state.rollback_stack:
+            target = self.state.rollback_stack[-1]
             step = self.rb.step(target)
-            self.log.record("rollback", target, {"remaining": list(self.rollback_stack)})
+            self.emit("rollback", target, {"remaining": self.state.rollback_stack[:-1]})
             self.svc.reporter.step_started(step, rollback=True)
             result = self._rollback_step(step)
-            self.steps[step.id] = result.view()
-            self.log.record("step_finished", step.id, {"status": result.status, "ok": result.ok, "result": result.result,
-                                                     "error": result.error, "attempts": result.attempts,
-                                                     "final": True, "rollback": True, "next": None})
+            self.emit("step_finished", step.id, records.step_finished(
+                result.status, ok=result.ok, result=result.result, error=result.error, attempts=result.attempts,
+                duration_s=result.duration_s, rollback=True))
             self.svc.reporter.step_finished(step, result)
 
     def _rollback_step(self, step: Step) -> StepResult:
@@ -302,8 +292,7 @@ class Interpreter:
 
     def _plugin_step(self, step: Step) -> StepResult:
         assert isinstance(step, (CheckStep, ActionStep))
-        kind = "action" if isinstance(step, ActionStep) else "check"
-        plugin = self.svc.registry.get(kind, step.plugin)
+        plugin = self.plugin_for(step)
         if step.for_each is None:
             return self._attempts(step, plugin, None, None)
         started = time.perf_counter()
@@ -313,16 +302,16 @@ class Interpreter:
             return StepResult("failed", error=f"for_each: {exc}")
         if not isinstance(items, (list, tuple)):
             return StepResult("failed", error=f"for_each: expected a list, got {type(items).__name__}")
-        results: list[Any] = list(self.items_done.pop(step.id, []))
+        results: list[Any] = list(self.state.items_done.get(step.id, []))
         status = "ok"
         error = None
         attempts = 0
         for index in range(len(results), len(items)):
             one = self._attempts(step, plugin, items[index], index)
             attempts += one.attempts
-            self.log.record("step_finished", step.id, {"status": one.status, "ok": one.ok, "result": one.result,
-                                                     "error": one.error, "attempts": one.attempts, "item": index,
-                                                     "final": False})
+            self.emit("step_finished", step.id, records.step_finished(
+                one.status, ok=one.ok, result=one.result, error=one.error, attempts=one.attempts,
+                duration_s=one.duration_s, final=False, item=index))
             results.append(one.result)
             if not one.ok:
                 status, error = "failed", f"item {index}: {one.error}"
@@ -341,9 +330,9 @@ class Interpreter:
             result.attempts = attempt
             if result.ok or attempt == total:
                 break
-            self.log.record("step_finished", step.id, {"status": "failed", "ok": False, "error": result.error,
-                                                     "result": result.result, "attempt": attempt, "item": index,
-                                                     "final": False, "retrying": True})
+            self.emit("step_finished", step.id, records.step_finished(
+                "failed", ok=False, result=result.result, error=result.error, attempts=attempt,
+                duration_s=result.duration_s, final=False, attempt=attempt, item=index, retrying=True))
             with signals.interruptible():
                 time.sleep(step.retry.delay_before(attempt + 1))
         result.duration_s = time.perf_counter() - started
@@ -359,18 +348,18 @@ class Interpreter:
             _check_rendered(plugin, step.with_ or {}, params)
         except ExpressionError as exc:
             return StepResult("failed", error=f"with: {exc}")
-        ctx = StepContext(run_id=self.run["id"], step_id=step.id, attempt=attempt, mode=self.run["mode"],
-                          workdir=self.workdir, timeout_s=step.timeout_s, item_index=index,
-                          settings=self.svc.settings, secrets=self.secrets)
+        ctx = self.context(step, attempt, index)
         if mutating:
             self._kill_switch_gate(step)
         if mutating and self.dry:
             return self._plan(step, plugin, params, ctx, attempt, index)
+        if mutating and self.svc.before_mutation is not None:
+            self.svc.before_mutation(step)
         started: dict[str, Any] = {"kind": step.kind, "plugin": step.plugin, "attempt": attempt, "item": index,
                                    "mutates": mutating}
         if mutating:
             started.update(token=ctx.idempotency_token, params=params)
-        self.log.record("step_started", step.id, started, sync=mutating)
+        self.emit("step_started", step.id, records.step_started(**started), sync=mutating)
         begin = time.perf_counter()
         try:
             with signals.interruptible():
@@ -405,9 +394,9 @@ class Interpreter:
 
     def _plan(self, step: Step, plugin: Any, params: dict[str, Any], ctx: StepContext, attempt: int,
               index: int | None) -> StepResult:
-        self.log.record("step_started", step.id, {"kind": step.kind, "plugin": getattr(step, "plugin", None),
-                                                "attempt": attempt, "item": index, "mutates": True,
-                                                "planned": True}, sync=False)
+        self.emit("step_started", step.id, records.step_started(
+            step.kind, plugin=getattr(step, "plugin", None), attempt=attempt, item=index, mutates=True, planned=True),
+            sync=False)
         try:
             plan = plugin.plan(params, ctx) if hasattr(plugin, "plan") else Plan(f"run {step.kind} {getattr(step, 'plugin', '')}", {"params": params})
         except PluginError as exc:
@@ -441,37 +430,36 @@ class Interpreter:
             content = path.read_text(encoding="utf-8", errors="replace")[:10000]
         except OSError:
             content = ""
-        if not self.halted:
-            self.halted = True
-            self.log.record("kill_switch", step.id, {"path": str(path), "content": content, "safe_in_halt": step.safe_in_halt})
+        if not self.state.halted:
+            self.emit("kill_switch", step.id, {"path": str(path), "content": content, "safe_in_halt": step.safe_in_halt})
         if not step.safe_in_halt:
-            self.log.record("step_finished", step.id, {"status": "failed", "ok": False, "final": True, "next": None,
-                                                     "error": "kill switch engaged", "unhandled": Outcome.ANOMALY_HALT.value})
+            self.emit("step_finished", step.id, records.step_finished(
+                "failed", ok=False, error="kill switch engaged", unhandled=Outcome.ANOMALY_HALT.value))
             raise Finish(Outcome.ANOMALY_HALT, f"kill switch engaged ({path}): step '{step.id}' not run", step.id)
 
     # -- decide -------------------------------------------------------------------
 
     def _decide(self, step: Step) -> StepResult:
         assert isinstance(step, DecideStep)
-        self.log.record("step_started", step.id, {"kind": "decide"}, sync=False)
+        self.emit("step_started", step.id, records.step_started("decide"), sync=False)
         scope = self.scope()
         evaluated: list[dict[str, Any]] = []
         for branch in step.branches:
             if branch.condition is None:
-                self.log.record("decision", step.id, {"branches": evaluated, "taken": "else", "goto": branch.goto}, sync=False)
+                self.emit("decision", step.id, {"branches": evaluated, "taken": "else", "goto": branch.goto}, sync=False)
                 return StepResult("ok", result={"branch": "else", "goto": branch.goto}, goto=branch.goto)
             try:
                 value = bool(evaluate(branch.condition, scope))
             except ExpressionError as exc:
                 evaluated.append({"if": branch.condition, "error": str(exc)})
-                self.log.record("decision", step.id, {"branches": evaluated, "taken": None}, sync=False)
+                self.emit("decision", step.id, {"branches": evaluated, "taken": None}, sync=False)
                 return StepResult("failed", error=f"decide: {exc}")
             evaluated.append({"if": branch.condition, "value": value, "read": read_values(branch.condition, scope)})
             if value:
-                self.log.record("decision", step.id, {"branches": evaluated, "taken": branch.condition,
+                self.emit("decision", step.id, {"branches": evaluated, "taken": branch.condition,
                                                       "goto": branch.goto}, sync=False)
                 return StepResult("ok", result={"branch": branch.condition, "goto": branch.goto}, goto=branch.goto)
-        self.log.record("decision", step.id, {"branches": evaluated, "taken": None}, sync=False)
+        self.emit("decision", step.id, {"branches": evaluated, "taken": None}, sync=False)
         return StepResult("failed", error="no decide branch was true and there is no else")
 
     # -- approve -------------------------------------------------------------------
@@ -483,21 +471,15 @@ class Interpreter:
         except ExpressionError as exc:
             return StepResult("failed", error=f"prompt: {exc}")
         request = {"prompt": prompt, "approvers": list(step.approvers), "four_eyes": step.four_eyes}
-        self.log.record("step_started", step.id, {"kind": "approve", **request}, sync=False)
+        self.emit("step_started", step.id, records.step_started("approve", **request), sync=False)
         if self.dry:
-            self.log.record("approval", step.id, {"decision": "would ask", **request})
+            self.emit("approval", step.id, {"decision": "would ask", **request})
             return StepResult("planned", result={"would_ask": prompt})
-        decision = self.approvals.pop(step.id, None)
+        decision = self.state.approvals.get(step.id)
         if decision is None and self.interactive:
             decision = self._ask_approval(step, prompt)
-        if decision is not None and decision.get("via") == "terminal":
-            refusal = approval_refusal(step, decision["by"], self.run["operator"])
-            if refusal:
-                self.log.record("approval_refused", step.id, {"by": decision["by"], "reason": refusal})
-                return StepResult("failed", error=f"approval refused: {refusal}")
-            self.log.record("approval", step.id, decision)
         if decision is None:
-            self.log.record("approval_requested", step.id, request)
+            self.emit("approval_requested", step.id, request)
             raise Pause(f"waiting for approval of step '{step.id}'", {"type": "approval", "step": step.id, **request})
         result = {"decision": decision["decision"], "by": decision["by"], "note": decision.get("note")}
         if decision["decision"] == "approved":
@@ -505,21 +487,34 @@ class Interpreter:
         return StepResult("failed", result=result, error=f"denied by {decision['by']}")
 
     def _ask_approval(self, step: ApproveStep, prompt: str) -> dict[str, Any] | None:
-        """The operator's answer at the terminal; None when the terminal closed (the run then pauses)."""
+        """The answer given at the terminal, recorded; None when the run is to pause (refused, paused, input closed)."""
+        operator = self.run["operator"]
         try:
             with signals.interruptible():
-                answer = self.svc.reporter.ask_approval(step, prompt, self.run["operator"])
+                answer = self.svc.reporter.ask_approval(step, prompt, operator,
+                                                        lambda by: approval_refusal(step, by, operator))
         except EOFError:
             return None
-        return {**answer, "via": "terminal"}
+        if answer.get("refused"):
+            self.emit("approval_refused", step.id, records.approval_refused(answer["by"], answer["refused"],
+                                                                             via="terminal"))
+            self.svc.reporter.message(f"approval refused: {answer['refused']}; the run pauses for "
+                                      f"`runbook approve {self.run['id']} {step.id} --by NAME`")
+            return None
+        if answer.get("decision") not in ("approved", "denied"):
+            return None
+        approval_id = self.svc.give_approval(step.id, answer["decision"], answer["by"], answer.get("note"), "terminal")
+        recorded: dict[str, Any] = self.emit("approval", step.id, records.approval(
+            answer["decision"], answer["by"], note=answer.get("note"), via="terminal", approval_id=approval_id))["data"]
+        return recorded
 
     # -- wait ----------------------------------------------------------------------
 
     def _wait(self, step: Step) -> StepResult:
         assert isinstance(step, WaitStep)
-        plugin = self.svc.registry.get("check", step.plugin)
-        self.log.record("step_started", step.id, {"kind": "wait", "plugin": step.plugin, "until": step.until,
-                                                "timeout_s": step.wait_timeout_s}, sync=False)
+        plugin = self.plugin_for(step)
+        self.emit("step_started", step.id, records.step_started(
+            "wait", plugin=step.plugin, until=step.until, timeout_s=step.wait_timeout_s), sync=False)
         begin = time.perf_counter()
         deadline = time.monotonic() + step.wait_timeout_s
         polls = 0
@@ -528,9 +523,7 @@ class Interpreter:
             polls += 1
             try:
                 params = render(step.plugin_with or {}, self.scope())
-                ctx = StepContext(run_id=self.run["id"], step_id=step.id, attempt=polls, mode=self.run["mode"],
-                                  workdir=self.workdir, timeout_s=step.timeout_s, settings=self.svc.settings,
-                                  secrets=self.secrets)
+                ctx = self.context(step, polls)
                 output = dict(plugin.run(params, ctx) or {})
                 satisfied = bool(evaluate(step.until, self.scope(result=output)))
             except (PluginError, ExpressionError) as exc:
@@ -552,7 +545,8 @@ class Interpreter:
 
     def _call(self, step: Step) -> StepResult:
         assert isinstance(step, CallStep)
-        child_run_id = self.children.pop(step.id, None)
+        flight = self.state.in_flight or {}
+        child_run_id = flight.get("child_run_id") if flight.get("step") == step.id else None
         try:
             params = render(step.with_ or {}, self.scope())
         except ExpressionError as exc:
@@ -566,8 +560,8 @@ class Interpreter:
                 from engine.runs import new_run_id
 
                 child_run_id = new_run_id(step.runbook)
-                self.log.record("step_started", step.id, {"kind": "call", "runbook": step.runbook, "params": params,
-                                                        "child_run_id": child_run_id})
+                self.emit("step_started", step.id, records.step_started(
+                    "call", runbook=step.runbook, params=params, child_run_id=child_run_id))
             outcome, run_id, message = self.svc.call_runbook(step, params, child_run_id)
         result = {"run_id": run_id, "outcome": outcome.value, "exit_code": outcome.exit_code, "message": message}
         if outcome is Outcome.PAUSED:

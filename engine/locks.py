@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 from engine.errors import RunbookError
 from engine.model import LockSpec
+from engine.redact import mask
 from engine.runs import atomic_write_json, process_alive
 
 POLL_S = 0.05
@@ -86,7 +86,7 @@ def assess(payload: dict[str, Any] | None, ttl_s: float) -> str:
 
 
 def acquire(lock_dir: Path, spec: LockSpec, run_id: str, reason: str | None,
-            force_break: bool, resuming: bool = False) -> HeldLock:
+            force_break: bool, resuming: bool = False, command: str = "run") -> HeldLock:
     """Take the lock or raise LockNotAcquired; waits up to `spec.wait_s` while it is held.
 
     A resumed run may take over a stale lock that its own earlier process left behind.
@@ -133,8 +133,8 @@ def acquire(lock_dir: Path, spec: LockSpec, run_id: str, reason: str | None,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "start_ts_utc": _now_iso(),
-            "reason": reason or "runbook run",
-            "cmd": " ".join(sys.argv),
+            "reason": mask(reason) if reason else "runbook run",
+            "cmd": f"runbook {command} (run {run_id})",
             "run_id": run_id,
         }
         atomic_write_json(path, mine)

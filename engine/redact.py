@@ -27,12 +27,43 @@ _CREDENTIAL_PATTERNS = [
 ]
 
 
+_REGISTERED: set[str] = set()
+
+
+def register(secrets: Iterable[str]) -> None:
+    """Make values secret for every Redactor of this process and for `mask` (what the engine prints)."""
+    _REGISTERED.update(s for s in secrets if s and len(s) >= MIN_SECRET_CHARS)
+
+
+def credential_name(name: str) -> bool:
+    """True for a name that holds a credential (`api_key`, `password`, `auth_token`, ...)."""
+    return bool(_SECRET_KEY.search(name))
+
+
+def encodings(secret: str) -> list[str]:
+    """The forms a secret takes in what the engine writes: as is, JSON-escaped, URL-quoted, base64, hex."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    raw = secret.encode("utf-8", errors="surrogatepass")
+    forms = [secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], quote(secret, safe=""),
+             quote_plus(secret), base64.b64encode(raw).decode().rstrip("="),
+             base64.urlsafe_b64encode(raw).decode().rstrip("="), raw.hex(), raw.hex().upper()]
+    return [f for f in dict.fromkeys(forms) if len(f) >= MIN_SECRET_CHARS]
+
+
+def mask(text: str) -> str:
+    """`text` with every registered secret and credential-looking substring masked (for printing)."""
+    return Redactor().text(text)
+
+
 class Redactor:
-    """Replaces known secret values and credential-looking text with `***`."""
+    """Replaces known secret values (in any encoding the engine produces) and credential-looking text with `***`."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
-        self._needles = self.secrets + [json.dumps(s)[1:-1] for s in self.secrets]
+        known = {s for s in secrets if s and len(s) >= MIN_SECRET_CHARS} | _REGISTERED
+        self.secrets = sorted({form for s in known for form in encodings(s)}, key=len, reverse=True)
+        self._needles = self.secrets
 
     def needs_redaction(self, serialized: str) -> bool:
         """False when a serialized record holds no secret and nothing credential-like (the common case)."""

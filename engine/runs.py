@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ class RunRecord:
     ended_at: str | None = None
     waiting_for: dict[str, Any] | None = None
     idempotency_key: str | None = None
+    idempotency_key_sha256: str | None = None
     trigger: Any = None
     parent_run_id: str | None = None
     pid: int = field(default_factory=os.getpid)
@@ -40,6 +42,9 @@ class RunRecord:
     assume: dict[str, str] = field(default_factory=dict)
     last_event_hash: str | None = None
     runbook_version: int | None = None
+
+
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[a-z0-9][a-z0-9-]{0,127}-[0-9a-f]{6}")
 
 
 def new_run_id(runbook: str) -> str:
@@ -66,7 +71,9 @@ class RunStore:
         self.root = state_dir / "runs"
 
     def path(self, run_id: str) -> Path:
-        """Where a run's record lives."""
+        """Where a run's record lives; UnknownRun (exit 2) for anything that is not a run id."""
+        if not RUN_ID.fullmatch(run_id):
+            raise UnknownRun(run_id)
         return self.root / f"{run_id}.json"
 
     def save(self, record: RunRecord) -> None:
@@ -102,7 +109,8 @@ class UnknownRun(RunbookError):
     exit_code = 2
 
     def __init__(self, run_id: str) -> None:
-        super().__init__(f"no run '{run_id}' in the state directory (`runbook runs` lists them)")
+        shown = run_id if RUN_ID.fullmatch(run_id) else repr(run_id[:80])
+        super().__init__(f"no run {shown} in the state directory (`runbook runs` lists them)")
 
 
 def process_alive(pid: int) -> bool:

@@ -64,8 +64,7 @@ def test_step_mode_run_skip_and_terminal_approval(ws: Workspace) -> None:
         ("run / skip / abort / details", "details"),
         ("run / skip / abort / details", "run"),
         ("run / skip / abort / details", "skip"),
-        ("run / skip / abort / details", "run"),
-        ("approve?", "y"),
+        ("approve / deny / pause?", "a"),
         ("note", "looks fine"),
         ("run / skip / abort / details", "run"),
     ])
@@ -76,7 +75,7 @@ def test_step_mode_run_skip_and_terminal_approval(ws: Workspace) -> None:
     bundle = ws.evidence_dirs()[-1]
     events = [json.loads(line) for line in (bundle / "events.jsonl").read_text().splitlines()]
     choices = [(e["step"], e["data"]["choice"]) for e in events if e["type"] == "operator_choice"]
-    assert choices == [("first", "run"), ("second", "skip"), ("gate", "run"), ("third", "run")]
+    assert choices == [("first", "run"), ("second", "skip"), ("third", "run")]  # an approval is never a step choice
     approval = next(e["data"] for e in events if e["type"] == "approval")
     assert approval["decision"] == "approved" and approval["via"] == "terminal" and approval["note"] == "looks fine"
 
@@ -95,10 +94,52 @@ def test_abort_ends_the_run_and_runs_rollbacks(ws: Workspace) -> None:
 def test_closing_the_terminal_at_an_approval_pauses_the_run(ws: Workspace) -> None:
     """End of input (Ctrl-D) at the approval prompt approves nothing: the run pauses, resumable."""
     ws.runbook("guided", STEPS)
-    code, screen = drive(ws, ["run", "guided"], [("approve?", "\x04")])
+    code, screen = drive(ws, ["run", "guided"], [("approve / deny / pause?", "\x04")])
     assert code == 12, screen
     assert "Traceback" not in screen and not (ws.root / "third.txt").exists()
     bundle = ws.evidence_dirs()[-1]
     events = [json.loads(line) for line in (bundle / "events.jsonl").read_text().splitlines()]
     assert not [e for e in events if e["type"] == "approval"]
     assert [e["step"] for e in events if e["type"] == "approval_requested"] == ["gate"]
+
+
+FOUR_EYES = STEPS.replace('approve: {prompt: "Write the third file?"}',
+                          'approve: {prompt: "Write the third file?", four_eyes: true}')
+
+
+def test_step_mode_offers_no_way_past_a_four_eyes_gate(ws: Workspace) -> None:
+    """At an approval step, operator mode asks approve / deny / pause, never run / skip: the gate cannot be skipped."""
+    ws.runbook("guided", FOUR_EYES)
+    code, screen = drive(ws, ["run", "guided", "--step"], [
+        ("run / skip / abort / details", "run"),
+        ("run / skip / abort / details", "run"),
+        ("approver name", "tester"),
+    ])
+    assert code == 12, screen
+    assert not (ws.root / "third.txt").exists()
+    assert "four-eyes" in screen and "cannot approve" in screen
+    events = [json.loads(line) for line in (ws.evidence_dirs()[-1] / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["type"] == "operator_choice"] == ["first", "second"]
+    assert [e["data"]["by"] for e in events if e["type"] == "approval_refused"] == ["tester"]
+    assert not [e for e in events if e["type"] == "approval"]
+
+
+def test_a_refused_approver_at_the_terminal_pauses_for_runbook_approve(ws: Workspace) -> None:
+    """The operator's own name is not offered; a refusal comes at once and pauses (12) instead of ending the run."""
+    ws.runbook("guided", FOUR_EYES)
+    code, screen = drive(ws, ["run", "guided"], [("approver name", "tester")])
+    assert code == 12, screen
+    assert "[tester]" not in screen and "approve / deny / pause" not in screen
+    run_id = ws.evidence_dirs()[-1].name
+    approved = ws.cli("approve", run_id, "gate", "--by", "bob")
+    assert approved.code == 0, approved.text
+    resumed = ws.cli("resume", run_id, "--no-input")
+    assert resumed.code == 0, resumed.text
+    assert (ws.root / "third.txt").read_text() == "3"
+
+
+def test_pause_is_the_default_answer_at_an_approval(ws: Workspace) -> None:
+    ws.runbook("guided", STEPS)
+    code, screen = drive(ws, ["run", "guided"], [("approve / deny / pause?", "")])
+    assert code == 12, screen
+    assert not (ws.root / "third.txt").exists()
