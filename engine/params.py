@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidRunbook, Problem
 from engine.model import Runbook
+
+if TYPE_CHECKING:
+    from engine.loader import Document
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -19,20 +23,46 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidRunbook([Problem("--param", None, None, None, f"{pair!r}: expected NAME=VALUE")])
+        if not _is_text(pair):
+            shown = repr(os.fsencode(pair))[2:-1]
+            raise InvalidRunbook([Problem("--param", None, None, None,
+                f"{shown}: not valid UTF-8 (expected NAME=VALUE in UTF-8 text)")])
         out[key.strip()] = value
     return out
 
 
-def load_params_file(path: str) -> dict[str, Any]:
-    """A YAML or JSON params file -> mapping."""
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class FileParams(dict[str, Any]):
+    """The values of a params file, and the file they came from (for located messages)."""
+
+    doc: Document | None = None
+
+
+def load_params_file(path: str) -> FileParams:
+    """A YAML or JSON params file -> mapping (remembering where each value was)."""
     from engine.loader import load_file
 
     doc = load_file(path)
-    if doc.data is None:
-        return {}
-    if not isinstance(doc.data, dict):
+    values = FileParams(doc.data if isinstance(doc.data, dict) else {})
+    values.doc = doc
+    if doc.data is not None and not isinstance(doc.data, dict):
         raise InvalidRunbook([doc.problem((), "params file must be a mapping of NAME: VALUE")])
-    return doc.data
+    return values
+
+
+def _file_problem(file_values: dict[str, Any], key: tuple[str | int, ...], message: str, at_key: bool = False) -> Problem:
+    doc = getattr(file_values, "doc", None)
+    if doc is None:
+        return Problem("--params-file", None, None, None, message)
+    line, col = doc.positions.get(("__key__",) + key) or doc.where(key) if at_key else doc.where(key)
+    return Problem(doc.path, line, col, None, message)
 
 
 def _coerce(name: str, text: str, schema: dict[str, Any]) -> Any:
@@ -64,11 +94,11 @@ def _coerce(name: str, text: str, schema: dict[str, Any]) -> Any:
 def resolve_params(runbook: Runbook, file_values: dict[str, Any], cli_values: dict[str, str]) -> dict[str, Any]:
     """Declared defaults, then the params file, then `--param`; unknown or ill-typed params rejected."""
     declared = runbook.params
-    problems = [
-        Problem(str(runbook.path), None, None, None,
-                f"unknown param '{k}' (expected one of: {', '.join(sorted(declared)) or 'none declared'})")
-        for k in [*file_values, *cli_values] if k not in declared
-    ]
+    expected = f"expected one of: {', '.join(sorted(declared)) or 'none declared'}"
+    problems = [_file_problem(file_values, (k,), f"unknown param '{k}' of runbook {runbook.name} ({expected})", True)
+                for k in file_values if k not in declared]
+    problems += [Problem("--param", None, None, None, f"unknown param '{k}' of runbook {runbook.name} ({expected})")
+                 for k in cli_values if k not in declared]
     if problems:
         raise InvalidRunbook(problems)
     values = {**runbook.param_defaults(), **file_values}
@@ -79,17 +109,27 @@ def resolve_params(runbook: Runbook, file_values: dict[str, Any], cli_values: di
     if missing:
         raise InvalidRunbook([Problem(str(runbook.path), None, None, None, f"missing required param '{m}'") for m in missing])
     if supplied:
-        _check_types(runbook, values)
+        _check_types(runbook, values, file_values, cli_values)
     return values
 
 
-def _check_types(runbook: Runbook, values: dict[str, Any]) -> None:
+def _check_types(runbook: Runbook, values: dict[str, Any], file_values: dict[str, Any],
+                 cli_values: dict[str, str]) -> None:
     from jsonschema import Draft202012Validator
 
     schema = {"type": "object", "properties": runbook.params}
-    errors = list(Draft202012Validator(schema).iter_errors(values))
-    if errors:
-        raise InvalidRunbook([
-            Problem("--param", None, None, None,
-                    f"param '{'/'.join(map(str, e.absolute_path)) or '?'}': {e.message}") for e in errors
-        ])
+    problems = []
+    for error in Draft202012Validator(schema).iter_errors(values):
+        path = tuple(error.absolute_path)
+        name = str(path[0]) if path else "?"
+        message = f"param '{'/'.join(map(str, path)) or '?'}': {_short(error.message)}"
+        if name in cli_values or name not in file_values:
+            problems.append(Problem("--param" if name in cli_values else str(runbook.path), None, None, None, message))
+        else:
+            problems.append(_file_problem(file_values, path, message))
+    if problems:
+        raise InvalidRunbook(problems)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
