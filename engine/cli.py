@@ -158,10 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     if undecodable:
         print(f"runbook: {undecodable}: not valid UTF-8 (expected UTF-8 text)", file=sys.stderr)
         return 2
-    undecodable = _undecodable(args)
-    if undecodable:
-        print(f"runbook: {undecodable}: not valid UTF-8 (expected UTF-8 text)", file=sys.stderr)
-        return 2
     try:
         return int(_dispatch(args) or 0)
     except InvalidRunbook as exc:
@@ -178,15 +174,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception:  # noqa: BLE001 - a bug: one line and a crash log, never a traceback
         return _crash()
-
-
-def _undecodable(args: argparse.Namespace) -> str | None:
-    """The first argument that is not UTF-8 text (undecodable bytes arrive as surrogates), as its bytes."""
-    for name, value in vars(args).items():
-        for text in value if isinstance(value, list) else [value]:
-            if name != "param" and isinstance(text, str) and any("\ud800" <= c <= "\udfff" for c in text):
-                return f"--{name.replace('_', '-')} {repr(os.fsencode(text))[2:-1]}"
-    return None
 
 
 def _undecodable(args: argparse.Namespace) -> str | None:
