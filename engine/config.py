@@ -135,6 +135,10 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
     if signing_key is not None and not signing_key.is_file():
         raise InvalidRunbook([Problem(str(source), None, None, None, f"signing.key: {signing_key} is not a file "
                                       "(make a key pair with `runbook keys generate NAME`)")])
+    unusable = [(key, message) for key in ("state_dir", "evidence_dir")
+                if (message := _unusable_directory(key, resolve(merged[key]))) is not None]
+    if unusable:
+        raise InvalidRunbook([_setting_problem(source, path, key, message) for key, message in unusable])
     return Config(
         base=base,
         runbook_paths=listing(merged["runbook_paths"]),
@@ -158,3 +162,24 @@ def _template_limit(merged: dict[str, Any], key: str) -> float:
 
     value = {**DEFAULTS["templates"], **(merged.get("templates") or {})}[key]
     return parse_duration(value) if key == "timeout" else float(value)
+
+
+def _unusable_directory(key: str, path: Path) -> str | None:
+    """Why `path` cannot be used as a directory (a file stands where it or a parent should be), or None."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return None
+            where = "" if candidate == path else f" ({candidate} is a file)"
+            return f"{key}: {path} is not a directory{where} (expected a directory, or a path where one can be made)"
+    return None
+
+
+def _setting_problem(source: Path | None, path: Path, key: str, message: str) -> Problem:
+    if source is None:
+        return Problem(str(path), None, None, None, f"{message}; it is the default: set {key} in runbook.yaml")
+    from engine.loader import load_file
+
+    doc = load_file(source)
+    line, col = doc.where((key,)) if key in (doc.data or {}) else (None, None)
+    return Problem(str(source), line, col, None, message)
