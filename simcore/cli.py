@@ -12,7 +12,10 @@ from typing import Any
 
 FAULT_NAMES = ("stale_lock", "live_lock", "anomaly", "state_corrupt", "data_gap", "stale_data",
                "reconcile_drift", "broker_down", "schema_mismatch", "retry_budget",
-               "backfill_window_exceeded", "loss_breach")
+               "backfill_window_exceeded", "loss_breach",
+               # the seed 003 / 004 worlds (simcore.worlds)
+               "rebalance_missed", "rebalance_missed_post_open", "provider_corrupt", "scheduler_stalled",
+               "slippage_out_of_band", "model_drift", "slippage_spike", "canary_breach")
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -170,6 +173,65 @@ def cmd_reduce_only(a: argparse.Namespace) -> int:
                               a.risk_off, a.json))
 
 
+def cmd_ops(name: str) -> Any:
+    """The seed 001/003/004 tools (simcore.tools_ops)."""
+
+    def run(a: argparse.Namespace) -> int:
+        from . import tools_ops as t
+
+        core = _core(a)
+        calls = {
+            "promotion-gate": lambda: t.promotion_gate(core, a.run_id, a.experiment, a.strict),
+            "rebalance": lambda: {
+                "data-qa": lambda: t.data_qa(core, a.source),
+                "refetch": lambda: t.refetch(core, a.provider),
+                "decide": lambda: t.decide(core, a.month),
+                "plan": lambda: t.plan(core, a.month),
+                "replay": lambda: t.replay(core, a.month),
+                "slippage-report": lambda: t.slippage_report(core, a.month),
+                "ledger-audit": lambda: t.ledger_audit(core),
+            }[a.rb_command](),
+            "canary": lambda: t.canary(core, next(k for k in ("status", "report", "progress", "rollback")
+                                                  if getattr(a, k)) if not a.start else "start", a.start),
+            "daily-report": lambda: t.daily_report(core, a.date, not a.no_send),
+            "replay-suite": lambda: t.replay_suite(core, a.last_n, a.threshold, a.days),
+            "key-metrics": lambda: t.key_metrics(core),
+        }
+        return _lines(calls[name]())
+
+    return run
+
+
+def _add_ops(add: Any) -> None:
+    sp = add("promotion-gate", cmd_ops("promotion-gate"), "seed 001 strict promotion gate over a paper session")
+    sp.add_argument("--run-id", required=True)
+    sp.add_argument("--experiment", required=True)
+    sp.add_argument("--strict", action="store_true")
+    sp = add("rebalance", cmd_ops("rebalance"), "seed 003 rebalance system tools")
+    rb = sp.add_subparsers(dest="rb_command", required=True)
+    rb.add_parser("data-qa", help="data QA suite").add_argument(
+        "--source", default="data", choices=["data", "primary", "secondary"])
+    rb.add_parser("refetch", help="re-fetch bars from a provider").add_argument(
+        "--provider", required=True, choices=["primary", "secondary"])
+    for name in ("decide", "plan", "replay", "slippage-report"):
+        rb.add_parser(name).add_argument("--month", required=True)
+    rb.add_parser("ledger-audit", help="full reconciliation audit of the rebalance ledger")
+    sp = add("canary", cmd_ops("canary"), "seed 004 canary_orchestrator.py")
+    g = sp.add_mutually_exclusive_group(required=True)
+    for flag in ("status", "report", "progress", "rollback"):
+        g.add_argument(f"--{flag}", action="store_true")
+    g.add_argument("--start", choices=["shadow", "canary_1", "canary_2", "production"])
+    sp = add("daily-report", cmd_ops("daily-report"), "seed 004 daily_report_generator.py")
+    sp.add_argument("--no-send", action="store_true")
+    sp.add_argument("--date")
+    sp = add("replay-suite", cmd_ops("replay-suite"), "seed 004 replay_suite.py")
+    sp.add_argument("--last-n", type=int)
+    sp.add_argument("--threshold", type=float)
+    sp.add_argument("--days", type=int)
+    sp.add_argument("--date")
+    add("key-metrics", cmd_ops("key-metrics"), "seed 004 §1.2 key metrics")
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -269,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--client-order-id", required=True)
     sp.add_argument("--risk-off", action="store_true", help="allow while HALT / kill switch")
     sp.add_argument("--json", action="store_true")
+    _add_ops(add)
     return p
 
 

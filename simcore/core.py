@@ -110,6 +110,9 @@ class Core:
             "safety_mode": mode, "config_hash": config_hash(settings),
         }, start_ms, op="genesis")
         ledger.log_event(lay, "simcore", "init", seed=seed, sim_ts_ms=start_ms)
+        from . import worlds
+
+        worlds.init(lay.root, seed, start_ms, config_hash(settings))
         core = cls(lay.root)
         core._metrics_line(start_ms)
         return core
@@ -592,11 +595,41 @@ class Core:
         if broker_ok and bars:
             self._strategy(w, c, bars, step)
         self._mark_equity(w, c, now, events)
+        drift: list[dict[str, Any]] | None = None
         if broker_ok:
             r = self._reconcile(w, c, False, "simcore", record=False)
+            drift = list(r["drift"]) + [{"symbol": m, "missing": True} for m in r["missing_symbols"]]
             if r["transition"]:
                 events.append(f"{r['transition']['safety_mode']} {r['transition']['reason_code']}")
         self._metrics_line(now, w, c)
+        self._observe(w, c, drift, events)
+
+    def _observe(self, w: World, c: sqlite3.Connection, drift: list[dict[str, Any]] | None,
+                 events: list[str]) -> None:
+        """The seed 001/003 monitors around the core observe one cycle (simcore.worlds)."""
+        from . import worlds
+
+        st = db.get_state(c)
+        events.extend(worlds.observe(self.root, w.now_ms, {
+            "safety_mode": st.get("safety_mode"), "safety_reason_code": st.get("safety_reason_code"),
+            "feed_stalled": bool(w.get("feed_stalled")), "kill_switch": self.kill_switch_state()}, drift))
+
+    def observe(self) -> list[str]:
+        """One monitor cycle without advancing time (after a fault or a heal)."""
+        events: list[str] = []
+        with self.session() as (w, c):
+            drift = None
+            try:
+                w.require_up()
+                broker, local = w.positions(), self._local_positions(c)
+                tol = float(self._s("reconcile", "tolerance_qty"))
+                drift = [{"symbol": sym, "local": local.get(sym, 0.0), "broker": broker.get(sym)}
+                         for sym in sorted(set(local) | set(broker))
+                         if abs((broker.get(sym) or 0.0) - local.get(sym, 0.0)) > tol]
+            except BrokerUnavailable:
+                pass
+            self._observe(w, c, drift, events)
+        return events
 
     def _ingest(self, w: World, c: sqlite3.Connection, now: int, events: list[str]) -> list[market.Bar]:
         st = db.get_state(c)

@@ -3,15 +3,16 @@ runbooks observe it through the ordinary signals (exit codes, safety mode, files
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import db, ledger, market, safety
+from . import db, ledger, market, safety, worlds
 from .errors import BadRequest
-from .fsutil import atomic_write_json, pid_alive, wall_ms
+from .fsutil import atomic_write_json, atomic_write_text, pid_alive, read_json, wall_ms
 
 if TYPE_CHECKING:
     from .core import Core
@@ -233,7 +234,148 @@ def loss_breach(core: Core) -> Result:
     return {"loss": loss, "events": events, "kill_switch": core.kill_switch_state()}
 
 
+# ------------------------------------------------------------------ seed 003 / 004 worlds
+
+
+def _rebal(core: Core) -> Any:
+    return core.root / worlds.REBAL
+
+
+def _missed(post_open: bool) -> Callable[[Core], Result]:
+    """The month's rebalance job did not complete by its deadline after the close."""
+
+    def inject(core: Core) -> Result:
+        with core.session(write=False) as (w, _c):
+            now = w.now_ms
+        month = worlds.iso_utc(now)[:7]
+        close_ms = now - (20 if post_open else 2) * 3_600_000
+        job = {"status": "not_completed", "close_ms": close_ms, "close_utc": worlds.iso_utc(close_ms),
+               "deadline_ms": close_ms + 3_600_000, "deadline_utc": worlds.iso_utc(close_ms + 3_600_000),
+               "next_open_ms": now + (-3_600_000 if post_open else 14 * 3_600_000),
+               "next_open_utc": worlds.iso_utc(now + (-3_600_000 if post_open else 14 * 3_600_000)),
+               "close_day": worlds.prior_close_day(now)}
+        path = _rebal(core) / "jobs.json"
+        jobs = read_json(path)
+        jobs["jobs"][month] = job
+        jobs["due_month"] = month
+        atomic_write_json(path, jobs)
+        _remember(core, "rebalance_missed_post_open" if post_open else "rebalance_missed", {"month": month})
+        return {"month": month, "job": job}
+
+    return inject
+
+
+def _heal_missed(core: Core, undo: dict[str, Any]) -> Result:
+    path = _rebal(core) / "jobs.json"
+    jobs = read_json(path)
+    jobs["jobs"].pop(undo.get("month"), None)
+    jobs.pop("due_month", None)
+    atomic_write_json(path, jobs)
+    return {"removed": undo.get("month")}
+
+
+def provider_corrupt(core: Core) -> Result:
+    """The primary provider's latest bars are missing for one symbol and jump for another;
+    the working bars were loaded from it. The secondary provider is intact."""
+    r = _rebal(core)
+    rows = worlds.read_bars(r / "providers" / "primary" / "daily_bars.csv")
+    last = rows[-1]["date"]
+    bad = [x for x in rows if not (x["date"] == last and x["symbol"] == "EEM")]
+    for x in bad:
+        if x["date"] == last and x["symbol"] == "SPY":
+            x["close"] = round(x["close"] * 1.42, 2)
+    text = worlds.bars_csv(bad)
+    # The provider republishes without updating its manifest (checksum mismatch).
+    atomic_write_text(r / "providers" / "primary" / "daily_bars.csv", text)
+    atomic_write_text(r / "data" / "daily_bars.csv", text)
+    _remember(core, "provider_corrupt", {})
+    return {"provider": "primary", "missing": [f"EEM {last}"], "jump": [f"SPY {last} +42%"]}
+
+
+def _heal_provider(core: Core, undo: dict[str, Any]) -> Result:
+    r = _rebal(core)
+    src = r / "providers" / "secondary" / "daily_bars.csv"
+    for dest in (r / "providers" / "primary" / "daily_bars.csv", r / "data" / "daily_bars.csv"):
+        atomic_write_text(dest, src.read_text())
+    return {"restored_from": "secondary"}
+
+
+def scheduler_stalled(core: Core) -> Result:
+    r = _rebal(core)
+    (r / "scheduler_stopped").write_text("stopped\n")
+    hb = read_json(r / "heartbeat.json")
+    hb["ts_ms"] -= 2 * 3_600_000
+    hb["ts"] = worlds.iso_utc(hb["ts_ms"])
+    atomic_write_json(r / "heartbeat.json", hb)
+    _remember(core, "scheduler_stalled", {})
+    return {"heartbeat": hb}
+
+
+def _heal_scheduler(core: Core, undo: dict[str, Any]) -> Result:
+    r = _rebal(core)
+    (r / "scheduler_stopped").unlink(missing_ok=True)
+    with core.session(write=False) as (w, _c):
+        now = w.now_ms
+    hb = {"job": "rebalance-scheduler", "ts": worlds.iso_utc(now), "ts_ms": now}
+    atomic_write_json(r / "heartbeat.json", hb)
+    return {"heartbeat": hb}
+
+
+def slippage_out_of_band(core: Core) -> Result:
+    """The last rebalance's fill executed far from the expected price."""
+    path = _rebal(core) / "ledger.jsonl"
+    lines = path.read_text().splitlines()
+    out = []
+    for ln in lines:
+        rec = json.loads(ln)
+        if rec.get("type") == "fill":
+            rec["fill_price"] = round(rec["expected_price"] * 1.0031, 2)
+            rec["slippage_bps"] = round((rec["fill_price"] / rec["expected_price"] - 1) * 10_000, 2)
+            rec["spread_bps"] = 9.5
+        out.append(worlds.canonical_json(rec))
+    atomic_write_text(path, "\n".join(out) + "\n")
+    _remember(core, "slippage_out_of_band", {"lines": lines})
+    return {"ledger": str(path)}
+
+
+def _heal_slippage(core: Core, undo: dict[str, Any]) -> Result:
+    atomic_write_text(_rebal(core) / "ledger.jsonl", "\n".join(undo["lines"]) + "\n")
+    return {"restored": True}
+
+
+def _ops_patch(name: str, file: str, patch: dict[str, Any], alert: tuple[str, str] | None) -> Callable[[Core], Result]:
+    def inject(core: Core) -> Result:
+        path = core.root / "ops" / file
+        before = read_json(path)
+        atomic_write_json(path, {**before, **patch})
+        if alert:
+            with core.session(write=False) as (w, _c):
+                worlds.alert(core.root, w.now_ms, alert[0], alert[1], source="simcore", value=patch)
+        _remember(core, name, {"file": file, "before": before})
+        return {file: patch, "alert": alert[0] if alert else None}
+
+    return inject
+
+
+def _heal_ops(core: Core, undo: dict[str, Any]) -> Result:
+    atomic_write_json(core.root / "ops" / undo["file"], undo["before"])
+    return {"restored": undo["file"]}
+
+
 FAULTS: dict[str, Callable[[Core], Result]] = {
+    "rebalance_missed": _missed(False),
+    "rebalance_missed_post_open": _missed(True),
+    "provider_corrupt": provider_corrupt,
+    "scheduler_stalled": scheduler_stalled,
+    "slippage_out_of_band": slippage_out_of_band,
+    "model_drift": _ops_patch("model_drift", "drift_report.json",
+                              {"psi": 0.31, "ks": 0.16, "consecutive_days_drifting": 3,
+                               "features": {"ret_5m": {"psi": 0.42, "ks": 0.19}, "spread": {"psi": 0.08, "ks": 0.04}}},
+                              ("ModelDriftDetected_PSI", "warning")),
+    "slippage_spike": _ops_patch("slippage_spike", "model_metrics.json", {"slippage_ratio": 3.4},
+                                 ("RealisedSlippageCritical", "critical")),
+    "canary_breach": _ops_patch("canary_breach", "model_metrics.json",
+                                {"realised_pnl": 820.0, "slippage_ratio": 1.7, "precision": 0.52}, None),
     "stale_lock": stale_lock,
     "live_lock": live_lock,
     "anomaly": anomaly,
@@ -249,6 +391,14 @@ FAULTS: dict[str, Callable[[Core], Result]] = {
 }
 
 HEALS: dict[str, Callable[[Core, dict[str, Any]], Result]] = {
+    "rebalance_missed": _heal_missed,
+    "rebalance_missed_post_open": _heal_missed,
+    "provider_corrupt": _heal_provider,
+    "scheduler_stalled": _heal_scheduler,
+    "slippage_out_of_band": _heal_slippage,
+    "model_drift": _heal_ops,
+    "slippage_spike": _heal_ops,
+    "canary_breach": _heal_ops,
     "stale_lock": _heal_lock,
     "live_lock": _heal_lock,
     "anomaly": _heal_anomaly,
@@ -271,7 +421,9 @@ def inject(core: Core, fault: str) -> Result:
     """Apply one fault by name."""
     if fault not in FAULTS:
         raise BadRequest(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-    return {"fault": fault, "injected": True, **FAULTS[fault](core)}
+    out = {"fault": fault, "injected": True, **FAULTS[fault](core)}
+    session = core.observe()  # the session monitors (seed 001) see the new world once
+    return {**out, "session_events": session} if session else out
 
 
 def heal(core: Core, fault: str) -> Result:
@@ -287,4 +439,6 @@ def heal(core: Core, fault: str) -> Result:
         return {"fault": fault, "healed": False, "note": NOT_UNDOABLE[fault]}
     if undo is None and fault not in ("data_gap", "stale_lock", "live_lock"):
         return {"fault": fault, "healed": False, "note": "not active"}
-    return {"fault": fault, "healed": True, **HEALS[fault](core, undo or {})}
+    out = {"fault": fault, "healed": True, **HEALS[fault](core, undo or {})}
+    core.observe()
+    return out

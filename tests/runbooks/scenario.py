@@ -54,3 +54,14 @@ def status(sim: Any) -> dict[str, Any]:
 def steps_status(doc: dict[str, Any]) -> dict[str, str]:
     """Each step's final status in a `--output json` document."""
     return {k: v["status"] for k, v in doc["steps"].items()}
+
+
+def approve_child_and_resume(sim: Any, doc: dict[str, Any], child_step: str, by: str = "alice",
+                             env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """The run is paused in a `call` step whose sub-runbook waits at `child_step`: approve it there, resume the parent."""
+    waiting = doc["waiting_for"]
+    assert doc["outcome"] == "PAUSED" and waiting.get("type") == "call", doc
+    verdict = sim.cli("approve", waiting["child_run_id"], child_step, "--by", by)
+    assert verdict.code == 0, verdict.text
+    res = sim.cli("resume", doc["run_id"], "--no-input", "--output", "json", env=env)
+    return res.code, json.loads(res.out)
