@@ -119,8 +119,8 @@ def restore_params(runbook: Runbook, state: RunState, record: RunRecord, given: 
             missing.append(name)
     if missing:
         raise InvalidRunbook([Problem(record.runbook_path, None, None, None,
-            f"param '{name}' is secret and was not stored; give it again: runbook resume {record.run_id} "
-            f"--param {name}=VALUE") for name in missing])
+            f"param '{name}' is secret and was not stored; give its value again with --param on "
+            f"`runbook resume {record.run_id}`") for name in missing])
     return params
 
 

@@ -115,6 +115,9 @@ class Workspace:
         self.store = RunStore(config.state_dir)
         self._registry: Registry | None = None
         secrets.take_engine_keys(config)
+        from engine.expressions import configure_limits
+
+        configure_limits(config.templates_timeout_s, config.templates_max_bytes)
 
     @property
     def registry(self) -> Registry:
