@@ -156,6 +156,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 REPORT_HTML = "report.html"
 ATTESTATION = "attestation.dsse.json"
 REQUIRED = (EVENTS, REPORT, REPORT_HTML)
+SEALED = "bundle_sealed"
 _HASH_KEY = b',"hash":"'
 _SUFFIX = len(_HASH_KEY) + 64 + len(b'"}\n')
 
@@ -342,12 +343,21 @@ def verify_bundle(directory: Path, keys: Sequence[tuple[str, Any]] = ()) -> dict
         if manifest.get(key, _ABSENT) != expected[key]:
             raise StateCorrupt(f"{manifest_path}: {key} {_short(manifest.get(key, '(absent)'))} does not match "
                                f"the event log ({_short(expected[key])})")
-    from engine.report import render_html, render_markdown
-
+    seal = chain.events[-1]
+    if seal.get("type") != SEALED:
+        raise StateCorrupt(f"{chain.path}:{chain.count}: the log does not end with its {SEALED} record "
+                           "(records added after sealing)")
+    sealed = seal.get("data") or {}
+    for name, digest in sorted((sealed.get("reports") or {}).items()):
+        if present.get(name) != digest:
+            raise StateCorrupt(f"{directory / name}: edited after sealing (sha256 differs from the {SEALED} record, "
+                               f"{chain.path}:{chain.count})")
     signer = attestation.signer_of(directory)
-    for name, render in ((REPORT, render_markdown), (REPORT_HTML, render_html)):
-        if (directory / name).read_bytes() != render(directory, expected, chain.events, signer).encode("utf-8"):
-            raise StateCorrupt(f"{directory / name}: does not say what the event log says (edited after sealing)")
+    if sealed.get("signer") != signer:
+        raise StateCorrupt(f"{directory / ATTESTATION}: " + (
+            f"missing, but the bundle was sealed signed by key id {sealed['signer']}" if signer is None else
+            f"claims key id {signer}, but the bundle was sealed {'by ' + str(sealed['signer']) if sealed.get('signer') else 'unsigned'}")
+            + f" ({chain.path}:{chain.count})")
     signature = attestation.check(directory, {**present, MANIFEST: sha256_file(manifest_path)},
                                   attestation_predicate(manifest), keys)
     return {"directory": str(directory), "events": chain.count, "files": len(listed), "last_event_hash": chain.last_hash,

@@ -108,7 +108,8 @@ def _verification_line(model: dict[str, Any]) -> str:
     signer = model["signer"]
     signed = (f"signed: Ed25519 key id {signer} (attestation.dsse.json); check with "
               "`runbook evidence verify RUN_ID --key SIGNER.pub`") if signer else "not signed (no `signing:` key configured)"
-    return f"{model['records']} hash-chained records, last hash {model['last_hash']}; {signed}"
+    return (f"{model['records']} hash-chained records up to hash {model['last_hash']}, pinned with this report's "
+            f"sha256 by the bundle_sealed record that follows; {signed}")
 
 
 def render_markdown(directory: Path, fields: dict[str, Any], events: list[dict[str, Any]] | None = None,
@@ -235,8 +236,9 @@ def render_html(directory: Path, fields: dict[str, Any], events: list[dict[str, 
 def bundle_report(directory: Path, fmt: str = "md") -> str:
     """The report of a bundle as `evidence report` prints it: the same page the seal wrote."""
     from engine.attestation import signer_of
-    from engine.evidence import manifest_fields, scan_chain
+    from engine.evidence import SEALED, manifest_fields, scan_chain
 
     chain = scan_chain(directory / EVENTS)
     render = render_html if fmt == "html" else render_markdown
-    return render(directory, manifest_fields(chain), chain.events, signer_of(directory))
+    events = chain.events[:-1] if chain.events and chain.events[-1]["type"] == SEALED else chain.events
+    return render(directory, manifest_fields(chain), events, signer_of(directory))

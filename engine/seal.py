@@ -1,7 +1,8 @@
 """Sealing a bundle: reports, manifest, attestation and the run ledger, in that order, in one place.
 
-Everything written here is derived from the event log, so `evidence verify`
-can recompute it and notice any edit, key or no key.
+The manifest's run fields are derived from the event log, and the reports'
+sha256 (and the signer's key id) go into a last `bundle_sealed` record of the
+chain, so `evidence verify` notices any edit, key or no key.
 """
 
 from __future__ import annotations
@@ -17,23 +18,29 @@ from engine.evidence import (
     MANIFEST,
     REPORT,
     REPORT_HTML,
+    SEALED,
+    EventLog,
     attestation_predicate,
     bundle_files,
     manifest_fields,
     scan_chain,
     write_manifest,
 )
+from engine.redact import Redactor
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str) -> str:
+    data = text.encode("utf-8")
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
 
 
 def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> dict[str, Any]:
-    """Write report.md, report.html, manifest.json and (with `signing.key`) attestation.dsse.json for the
-    closed event log in `directory`, then append the manifest's sha256 to the run ledger. Returns the manifest."""
+    """Write report.md and report.html for the closed event log in `directory`, record their sha256 (and the
+    signer) in a final `bundle_sealed` event, write manifest.json and, with `signing.key`, attestation.dsse.json,
+    then append the manifest's sha256 to the run ledger. Returns the manifest (its last_event_hash is the seal's)."""
     from engine import attestation, ledger
     from engine.keys import key_id, load_private
     from engine.report import render_html, render_markdown
@@ -44,8 +51,14 @@ def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> di
     key = load_private(config.signing_key) if config.signing_key else None
     signer = key_id(key.public_key()) if key is not None else None
     fields = manifest_fields(chain)
-    _write(directory / REPORT, render_markdown(directory, fields, chain.events, signer))
-    _write(directory / REPORT_HTML, render_html(directory, fields, chain.events, signer))
+    reports = {REPORT: _write(directory / REPORT, render_markdown(directory, fields, chain.events, signer)),
+               REPORT_HTML: _write(directory / REPORT_HTML, render_html(directory, fields, chain.events, signer))}
+    log = EventLog(directory, Redactor())
+    try:
+        chain.events.append(log.record(SEALED, None, {"reports": reports, "signer": signer}))
+    finally:
+        log.close()
+    chain.last_hash = chain.events[-1]["hash"]
     stale = directory / attestation.ATTESTATION
     if stale.exists():
         stale.unlink()

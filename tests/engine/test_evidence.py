@@ -107,7 +107,7 @@ def test_every_record_is_hash_chained(ws: Workspace) -> None:
         assert hashlib.sha256(canonical(record).encode()).hexdigest() == claimed
         prev = claimed
     kinds = [r["type"] for r in records(bundle)]
-    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert kinds[0] == "run_started" and kinds[-2:] == ["run_finished", "bundle_sealed"]
     assert {"step_started", "step_finished", "decision", "artifact"} <= set(kinds)
 
 
@@ -315,7 +315,7 @@ def test_evidence_show_lists_the_events(ws: Workspace) -> None:
     assert shown.code == 0, shown.text
     lines = shown.out.splitlines()
     assert len(lines) == len(records(bundle))
-    assert "run_started" in lines[0] and "run_finished" in lines[-1]
+    assert "run_started" in lines[0] and "run_finished" in lines[-2] and "bundle_sealed" in lines[-1]
     doc = json.loads(ws.cli("evidence", "show", str(bundle), "--output", "json").out)
     assert doc["manifest"]["run_id"] == bundle.name
     assert [e["seq"] for e in doc["events"]] == list(range(1, len(lines) + 1))
