@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from tests.trust.helpers import edit_manifest, refresh_manifest, rehash_line, reseal, run, signed_workspace
+from tests.trust.helpers import (
+    edit_manifest,
+    refresh_manifest,
+    rehash_line,
+    reseal,
+    run,
+    signed_workspace,
+)
 
 
 def _artifact(bundle: Path, suffix: str = "look-stdout.txt") -> Path:
