@@ -58,6 +58,9 @@ def main(argv):
     for name, digest in artifacts.items():
         if files.get(name) != digest:
             fail(f"{name}: missing or not the file its artifact event recorded")
+    for name in files:
+        if name.startswith("artifacts/") and name not in artifacts:
+            fail(f"{name}: no artifact event records this file")
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     if manifest["last_event_hash"] != last or manifest["event_count"] != count:
         fail("manifest.json: last event hash does not match events.jsonl")
