@@ -56,10 +56,12 @@ class SetSafetyMode:
 
     def plan(self, params: Mapping[str, Any], ctx: StepContext) -> Plan:
         """Current and requested mode."""
-        current = connect(params, ctx).status()
+        adapter = connect(params, ctx)
+        current = adapter.status()
         return Plan(f"set safety mode {current.get('safety_mode')} -> {params['mode']} ({params['reason_code']})",
                     {"from": current.get("safety_mode"), "to": params["mode"], "reason_code": params["reason_code"],
-                     "reason_message": params.get("reason_message", "")})
+                     "reason_message": params.get("reason_message", ""),
+                     "core_request": adapter.explain("set_safety_mode", params)})
 
     def verify(self, params: Mapping[str, Any], ctx: StepContext) -> bool | None:
         """Present when the core is in that mode with that reason code."""
@@ -82,9 +84,11 @@ class CancelAllOrders:
 
     def plan(self, params: Mapping[str, Any], ctx: StepContext) -> Plan:
         """The orders that would be cancelled."""
-        orders = connect(params, ctx).open_orders()
+        adapter = connect(params, ctx)
+        orders = adapter.open_orders()
         return Plan(f"cancel {len(orders)} open order(s)",
-                    {"client_order_ids": [o.get("client_order_id") for o in orders], "token": ctx.idempotency_token})
+                    {"client_order_ids": [o.get("client_order_id") for o in orders], "token": ctx.idempotency_token,
+                     "core_request": adapter.explain("cancel_all_orders", params)})
 
     def verify(self, params: Mapping[str, Any], ctx: StepContext) -> bool | None:
         """Present when no order is open."""
@@ -130,7 +134,10 @@ class ReduceOnlyOrder:
         """The order that would be sent."""
         order = self._order(params, ctx)
         size = f"notional {order['notional']}" if "notional" in order else f"qty {order['qty']}"
-        return Plan(f"reduce-only market {order['side']} {order['symbol']} {size} as {order['client_order_id']}", order)
+        request = connect(params, ctx).explain("reduce_only_order", order)
+        caveat = f" (would fail: {request['would_fail']})" if request.get("would_fail") else ""
+        return Plan(f"reduce-only market {order['side']} {order['symbol']} {size} as {order['client_order_id']}{caveat}",
+                    {**order, "core_request": request})
 
     def verify(self, params: Mapping[str, Any], ctx: StepContext) -> bool | None:
         """Ask the core (and through it the exchange) for the client order id."""
@@ -163,10 +170,12 @@ class KillSwitch:
 
     def plan(self, params: Mapping[str, Any], ctx: StepContext) -> Plan:
         """What would change."""
-        engaged = bool(connect(params, ctx).status().get("kill_switch", {}).get("engaged"))
+        adapter = connect(params, ctx)
+        engaged = bool(adapter.status().get("kill_switch", {}).get("engaged"))
         verb = "engage" if params["engage"] else "release"
         return Plan(f"{verb} the core's kill switch (now {'engaged' if engaged else 'released'}): {params['reason']}",
-                    {"engage": params["engage"], "currently_engaged": engaged, "reason": params["reason"]})
+                    {"engage": params["engage"], "currently_engaged": engaged, "reason": params["reason"],
+                     "core_request": adapter.explain("kill_switch", params)})
 
     def verify(self, params: Mapping[str, Any], ctx: StepContext) -> bool | None:
         """Present when the switch is in the requested position."""

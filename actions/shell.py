@@ -8,7 +8,14 @@ from typing import Any, ClassVar
 
 from engine.errors import PluginError
 from engine.plugins import Plan, StepContext
-from transports.process import SHELL_SCHEMA, command_argv, run_command, run_params, step_env
+from transports.process import (
+    SHELL_SCHEMA,
+    command_argv,
+    hidden_env,
+    run_command,
+    run_params,
+    step_env,
+)
 
 
 class ShellAction:
@@ -56,6 +63,7 @@ class ShellAction:
                 [str(a) for a in params["verify_argv"]],
                 cwd=str(ctx.resolve(params.get("cwd", "."))),
                 env=step_env(params, ctx),
+                unset=hidden_env(ctx),
                 timeout=ctx.timeout_s or 60.0,
             )
         except PluginError:

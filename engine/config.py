@@ -62,8 +62,12 @@ def _type_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     if "core" in raw:
         if not isinstance(core, dict):
             out.append(("core", f"core: expected a mapping such as {{adapter: sim, root: DIR}}, got {core!r}"))
-        elif core.get("adapter", "sim") not in ("sim", "http"):
-            out.append(("core", f"core.adapter: expected sim or http, got {core.get('adapter')!r}"))
+        elif core.get("adapter", "sim") not in ("sim", "http", "freqtrade"):
+            out.append(("core", f"core.adapter: expected sim, http or freqtrade, got {core.get('adapter')!r}"))
+        elif core.get("adapter") == "freqtrade":
+            for key in ("url", "username_env", "password_env"):
+                if not isinstance(core.get(key, "-"), str) or (key == "url" and not core.get("url")):
+                    out.append(("core", f"core.{key}: expected a string for the freqtrade adapter, got {core.get(key)!r}"))
     signing = raw.get("signing")
     if "signing" in raw and not (isinstance(signing, dict) and set(signing) <= {"key"}
                                  and isinstance(signing.get("key", ""), str)):

@@ -1,6 +1,7 @@
-"""The trading-core adapters of the `core.*` plugins: `sim` (in-process simcore) or `http`.
+"""The trading-core adapters of the `core.*` plugins: `sim` (in-process simcore), `http`, `freqtrade`.
 
-Chosen in runbook.yaml: `core: {adapter: sim, root: DIR}` or `core: {adapter: http, url: URL}`;
+Chosen in runbook.yaml: `core: {adapter: sim, root: DIR}`, `core: {adapter: http, url: URL}` or
+`core: {adapter: freqtrade, url: URL, username_env: VAR, password_env: VAR}` (transports/freqtrade.py);
 a step may override with `with: {core_root: DIR}` or `with: {core_url: URL}`. The HTTP contract
 is docs/core-http-api.md, so a real trading core can stand behind the same runbooks.
 """
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 
 from engine.errors import PluginError
 from engine.plugins import StepContext
+from transports.freqtrade import FreqtradeAdapter
 
 CORE_PARAMS: dict[str, Any] = {
     "core_root": {"type": "string", "description": "sim adapter: the simulated core's directory (overrides runbook.yaml)"},
@@ -33,6 +35,7 @@ class CoreAdapter(Protocol):
     def cancel_all_orders(self, client_token: str, actor: str) -> dict[str, Any]: ...
     def reduce_only_order(self, order: Mapping[str, Any]) -> dict[str, Any]: ...
     def kill_switch(self, engage: bool, reason: str, actor: str) -> dict[str, Any]: ...
+    def explain(self, operation: str, args: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
 class SimAdapter:
@@ -79,6 +82,9 @@ class SimAdapter:
 
     def kill_switch(self, engage: bool, reason: str, actor: str) -> dict[str, Any]:
         return dict(self._call("kill_switch", engage, reason, actor=actor))
+
+    def explain(self, operation: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"core": "sim", "call": f"simcore.core.Core.{operation}"}
 
 
 class HttpAdapter:
@@ -140,6 +146,11 @@ class HttpAdapter:
     def kill_switch(self, engage: bool, reason: str, actor: str) -> dict[str, Any]:
         return dict(self._request("POST", "/kill-switch", {"engage": engage, "reason": reason, "actor": actor}))
 
+    def explain(self, operation: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        paths = {"set_safety_mode": "/safety-mode", "cancel_all_orders": "/orders/cancel-all",
+                 "reduce_only_order": "/orders/reduce-only", "kill_switch": "/kill-switch"}
+        return {"core": "http", "request": f"POST {self.url}{paths.get(operation, '')}"}
+
 
 def connect(params: Mapping[str, Any], ctx: StepContext) -> CoreAdapter:
     """The adapter for this step: step overrides first, then runbook.yaml's `core:` settings."""
@@ -155,7 +166,11 @@ def connect(params: Mapping[str, Any], ctx: StepContext) -> CoreAdapter:
         return HttpAdapter(str(settings["url"]), float(settings.get("timeout", 10)))
     if adapter == "sim":
         return SimAdapter(ctx.resolve(str(settings.get("root", "."))))
-    raise PluginError(f"unknown core adapter {adapter!r} (expected sim or http)")
+    if adapter == "freqtrade":
+        state_dir = ctx.resolve(str(ctx.settings.get("state_dir") or ".runbook"))
+        kill_switch = ctx.resolve(str(ctx.settings.get("kill_switch") or "KILL_SWITCH"))
+        return FreqtradeAdapter(settings, state_dir, kill_switch, float(settings.get("timeout", 10)))
+    raise PluginError(f"unknown core adapter {adapter!r} (expected sim, http or freqtrade)")
 
 
 def drift(positions: Mapping[str, Any], tolerance: float) -> dict[str, Any]:

@@ -99,12 +99,20 @@ def step_env(params: Mapping[str, Any], ctx: StepContext) -> dict[str, str]:
     return env
 
 
+def hidden_env(ctx: StepContext) -> tuple[str, ...]:
+    """Variables a step's process must not inherit: the trading core's credentials (core.*_env)."""
+    core = ctx.settings.get("core") or {}
+    names = (core.get("username_env"), core.get("password_env")) if isinstance(core, Mapping) else ()
+    return tuple(str(n) for n in names if n)
+
+
 def run_params(params: Mapping[str, Any], ctx: StepContext) -> dict[str, Any]:
     """Run the command a shell step describes; returns the result (see `run_command`)."""
     result = run_command(
         command_argv(params),
         cwd=str(ctx.resolve(params.get("cwd", "."))),
         env=step_env(params, ctx),
+        unset=hidden_env(ctx),
         stdin=params.get("stdin"),
         timeout=effective_timeout(params, ctx, None),
     )
@@ -134,17 +142,23 @@ def run_command(
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
     timeout: float | None = None,
+    unset: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run `argv` in its own session; return argv, exit_code, stdout, stderr, duration_s.
 
     Output is decoded as UTF-8 (undecodable bytes replaced), otherwise byte-exact.
-    `env` is added to the current environment. On timeout the whole process
-    group is killed and PluginError carries the partial result.
+    `env` is added to the current environment, the variables named in `unset` are
+    removed from it. On timeout the whole process group is killed and PluginError
+    carries the partial result.
     """
     argv = list(argv)
     if cwd is not None and not os.path.isdir(cwd):
         raise PluginError(f"working directory not found: {cwd}")
-    full_env = {**_base_env(), **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}} if env else None
+    full_env: dict[bytes, bytes] | None = None
+    if env or unset:
+        full_env = {**_base_env(), **{os.fsencode(k): os.fsencode(v) for k, v in (env or {}).items()}}
+        for name in unset:
+            full_env.pop(os.fsencode(name), None)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     try:
