@@ -96,7 +96,7 @@ def load_text(raw: bytes | str, path: str = "<string>") -> Document:
     data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     digest = hashlib.sha256(data_bytes).hexdigest()
     if len(data_bytes) > MAX_FILE_BYTES:
-        raise InvalidRunbook([Problem(path, None, None, None,
+        raise InvalidRunbook([Problem(path, 1, 1, None,
             f"file is {len(data_bytes)} bytes (expected at most {MAX_FILE_BYTES} bytes)")])
     text = _decode(data_bytes, path)
     try:
@@ -116,9 +116,9 @@ def load_text(raw: bytes | str, path: str = "<string>") -> Document:
         raise InvalidRunbook([Problem(path, line, col, None,
             f"unacceptable character {_codepoint(exc.character)}: {exc.reason} (expected printable text)")]) from None
     except yaml.YAMLError as exc:
-        raise InvalidRunbook([Problem(path, None, None, None, f"YAML error: {exc}")]) from None
+        raise InvalidRunbook([Problem(path, 1, 1, None, f"YAML error: {exc}")]) from None
     except RecursionError:
-        raise InvalidRunbook([Problem(path, None, None, None, "YAML nested too deeply (expected a shallower document)")]) from None
+        raise InvalidRunbook([Problem(path, 1, 1, None, "YAML nested too deeply (expected a shallower document)")]) from None
     doc = Document(path=path, data=None, sha256=digest, text=text)
     if node is None:
         return doc
@@ -127,7 +127,7 @@ def load_text(raw: bytes | str, path: str = "<string>") -> Document:
     try:
         doc.data = builder.build(node, ())
     except RecursionError:
-        raise InvalidRunbook([Problem(path, None, None, None, "YAML nested too deeply (expected a shallower document)")]) from None
+        raise InvalidRunbook([Problem(path, 1, 1, None, "YAML nested too deeply (expected a shallower document)")]) from None
     if builder.problems:
         raise InvalidRunbook(builder.problems)
     return doc

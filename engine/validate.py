@@ -44,7 +44,7 @@ def validate_document(
     """The Runbook of a loaded file and every problem found in it (empty list = valid)."""
     data = doc.data
     if data is None:
-        return None, [doc.problem((), "file is empty (expected a mapping with runbook, title, version, steps)")]
+        return None, [Problem(doc.path, 1, 1, None, "file is empty (expected a mapping with runbook, title, version, steps)")]
     if not isinstance(data, dict):
         return None, [doc.problem((), f"expected a mapping with runbook, title, version, steps, got {_type_name(data)}")]
     problems = _schema_problems(doc)
