@@ -22,6 +22,7 @@ from engine.errors import InvalidRunbook, Problem
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_NODES = 100_000
 MAX_EXPANDED_BYTES = MAX_FILE_BYTES
+MAX_DEPTH = 100
 _PRESCAN_ABOVE_BYTES = 64 * 1024
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
@@ -166,11 +167,12 @@ def _count_events(text: str, path: str) -> None:
 
 
 def _check_expansion(root: yaml.Node, path: str) -> None:
-    """Refuse a document whose aliases expand to more than MAX_NODES nodes or MAX_EXPANDED_BYTES of text.
+    """Refuse a document nested deeper than MAX_DEPTH, or whose aliases expand to more than MAX_NODES nodes
+    or MAX_EXPANDED_BYTES of text.
 
     Each node is visited once (aliases share their node), so this is linear in the file.
     """
-    sizes: dict[int, tuple[int, int]] = {}
+    sizes: dict[int, tuple[int, int, int]] = {}
     open_nodes: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
@@ -190,7 +192,10 @@ def _check_expansion(root: yaml.Node, path: str) -> None:
             _refuse(path, node, "an alias refers to its own anchor (expected a finite document)")
         count = 1 + sum(sizes[id(child)][0] for child in children)
         size = len(node.value) if isinstance(node, yaml.ScalarNode) else sum(sizes[id(c)][1] for c in children)
-        sizes[key] = (count, size)
+        depth = 1 + max((sizes[id(c)][2] for c in children), default=0)
+        sizes[key] = (count, size, depth)
+        if depth > MAX_DEPTH:
+            _refuse(path, node, f"nested more than {MAX_DEPTH} levels deep (expected a shallower document)")
         open_nodes.discard(key)
         if count > MAX_NODES:
             _refuse(path, node, f"aliases expand to more than {MAX_NODES} YAML nodes (expected a smaller document)")
