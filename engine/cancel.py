@@ -47,8 +47,8 @@ def _cancel_driven(ws: Workspace, run_id: str, by: str, reason: str, rollback: b
     known = secrets.declared(runbook, params, env, trigger) if runbook else ()
     log = EventLog(Path(record.evidence_dir), Redactor(known))
     flight = state.in_flight if in_doubt.needs_resolving(state.in_flight) else None
-    log.record("cancelled", None, records.cancelled(by, reason, rollback=rollback,
-                                                    in_doubt_step=flight["step"] if flight else None))
+    state.apply(log.record("cancelled", None, records.cancelled(by, reason, rollback=rollback,
+                                                                in_doubt_step=flight["step"] if flight else None)))
     record.status, record.pid, record.host = "running", os.getpid(), socket.gethostname()
     ws.store.save(record)
     if runbook is not None and runbook.lock and record.mode == "live":

@@ -79,6 +79,14 @@ class Holding:
     driver: driver.Driver | None = None
     lock: Any = None
     claim: Any = None
+    interpreter: Interpreter | None = None
+
+    def record(self, log: EventLog, type_: str, step: str | None, data: dict[str, Any]) -> None:
+        """Write a record, applied to the run state when an interpreter drives the run."""
+        if self.interpreter is not None:
+            self.interpreter.emit(type_, step, data)
+        else:
+            log.record(type_, step, data)
 
 
 class ResumeBlocked(Exception):
@@ -245,9 +253,10 @@ class Workspace:
                             call_runbook=lambda step, p, child: self._call(step, p, child, run, options),
                             resume_child=lambda child: self._resume_child(child, options),
                             give_approval=give_approval, before_mutation=before_mutation)
-        return Interpreter(runbook, log, services, run=run, params=params, env=env, trigger=trigger,
-                           interactive=options.interactive, step_mode=options.step_mode, assume=options.assume,
-                           workdir=Path.cwd(), secrets=secrets)
+        holding.interpreter = Interpreter(runbook, log, services, run=run, params=params, env=env, trigger=trigger,
+                                          interactive=options.interactive, step_mode=options.step_mode,
+                                          assume=options.assume, workdir=Path.cwd(), secrets=secrets)
+        return holding.interpreter
 
     def _resume_child(self, child_run_id: str, options: RunOptions) -> tuple[Outcome, str, str] | None:
         """Continue a sub-runbook run; None when it never got as far as saving its record (start it)."""
@@ -315,7 +324,7 @@ class Workspace:
             log.record("lock", None, {"name": holding.lock.path.stem, "action": "released"})
         if holding.claim is not None and not holding.claim.skip:
             idempotency.settle(self.config.state_dir, holding.claim, outcome.value)
-        log.record("run_finished", None, records.run_finished(outcome.value, outcome.exit_code, message))
+        holding.record(log, "run_finished", None, records.run_finished(outcome.value, outcome.exit_code, message))
         record.status, record.outcome, record.exit_code = "finished", outcome.value, outcome.exit_code
         record.ended_at, record.waiting_for = utc_now(), None
         self._seal(record, log)
