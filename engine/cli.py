@@ -292,7 +292,12 @@ def _parse_assume(values: list[str]) -> dict[str, str]:
 
 def _run(args: argparse.Namespace) -> int:
     from engine import signals
-    from engine.params import load_params_file, parse_assignments, resolve_params
+    from engine.params import (
+        decode_json_argument,
+        load_params_file,
+        parse_assignments,
+        resolve_params,
+    )
     from engine.session import RunOptions
 
     if args.force_lock_break and not args.reason:
@@ -300,12 +305,7 @@ def _run(args: argparse.Namespace) -> int:
     assume = _parse_assume(args.assume)
     if assume and not args.dry_run:
         raise UsageError("--assume only applies to --dry-run")
-    trigger = None
-    if args.trigger:
-        try:
-            trigger = json.loads(args.trigger)
-        except ValueError as exc:
-            raise UsageError(f"--trigger: not valid JSON ({exc})") from None
+    trigger = decode_json_argument("--trigger", args.trigger) if args.trigger else None
     interactive = _interactive(args)
     ws = _workspace(args, args.output, interactive)
     if args.run_id:

@@ -6,7 +6,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import InvalidRunbook, Problem
+from engine.errors import InvalidRunbook, Problem, UsageError
 from engine.model import Runbook
 
 if TYPE_CHECKING:
@@ -65,11 +65,47 @@ def _file_problem(file_values: dict[str, Any], key: tuple[str | int, ...], messa
     return Problem(doc.path, line, col, None, message)
 
 
+MAX_JSON_DEPTH = 100
+
+
+def decode_json_argument(flag: str, text: str) -> Any:
+    """A JSON command-line value (such as `--trigger`); UsageError when it is not JSON or nests too deeply."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: not valid JSON ({exc})") from None
+    except RecursionError:
+        value = None
+        depth = MAX_JSON_DEPTH + 1
+    else:
+        depth = _json_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise UsageError(f"{flag}: JSON nested more than {MAX_JSON_DEPTH} levels deep (expected a shallower document)")
+    return value
+
+
+def _json_depth(value: Any) -> int:
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
 def _coerce(name: str, text: str, schema: dict[str, Any]) -> Any:
     kind = schema.get("type")
     kinds = kind if isinstance(kind, list) else [kind]
     for k in kinds:
         try:
+            if k in ("integer", "number") and not text.strip().isascii():
+                continue
             if k == "integer":
                 return int(text)
             if k == "number":
@@ -80,7 +116,13 @@ def _coerce(name: str, text: str, schema: dict[str, Any]) -> Any:
                     return low in _TRUE
                 continue
             if k in ("array", "object"):
-                return json.loads(text)
+                try:
+                    value = decode_json_argument(f"--param {name}", text)
+                except UsageError:
+                    continue
+                if not isinstance(value, list if k == "array" else dict):
+                    continue
+                return value
             if k == "null" and text in ("", "null"):
                 return None
             if k in ("string", None):
