@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS events (
     outcome TEXT,
     ended_at REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    note TEXT
+    note TEXT,
+    driver TEXT
 );
 CREATE INDEX IF NOT EXISTS events_state ON events(state);
 CREATE INDEX IF NOT EXISTS events_rule ON events(rule, accepted_at);
@@ -102,6 +103,7 @@ class Row:
     attempts: int
     accepted_at: float
     fingerprint: str | None
+    driver: str | None = None
 
 
 def inbox_path(state_dir: Path) -> Path:
@@ -228,7 +230,8 @@ class Inbox:
                               (limit,)).fetchall()
             out = []
             for r in rows:
-                db.execute("UPDATE events SET state = 'running', attempts = attempts + 1 WHERE id = ?", (r["id"],))
+                db.execute("UPDATE events SET state = 'running', attempts = attempts + 1, driver = NULL WHERE id = ?",
+                           (r["id"],))
                 out.append((_row(r), "start" if r["state"] == "pending" else "resume"))
         return out
 
@@ -238,6 +241,11 @@ class Inbox:
         with self._tx() as db:
             db.execute("UPDATE events SET state = ?, outcome = COALESCE(?, outcome), ended_at = COALESCE(?, ended_at), "
                        "note = COALESCE(?, note) WHERE run_id = ?", (state, outcome, ended, note, run_id))
+
+    def set_driver(self, run_id: str, driver: str) -> None:
+        """Record which worker process (by its lock file) is given this event's run, before it is given."""
+        with self._tx() as db:
+            db.execute("UPDATE events SET driver = ? WHERE run_id = ?", (driver, run_id))
 
     def in_state(self, *states: str) -> list[Row]:
         """Every event in one of these states, oldest first."""
@@ -279,4 +287,5 @@ def _row(r: sqlite3.Row) -> Row:
     return Row(id=int(r["id"]), rule=str(r["rule"]), run_id=str(r["run_id"]), runbook=str(r["runbook"]),
                mode=str(r["mode"]), identity=str(r["identity"]), params=json.loads(r["params"]),
                trigger=json.loads(r["trigger"]), state=str(r["state"]), outcome=r["outcome"],
-               attempts=int(r["attempts"]), accepted_at=float(r["accepted_at"]), fingerprint=r["fingerprint"])
+               attempts=int(r["attempts"]), accepted_at=float(r["accepted_at"]), fingerprint=r["fingerprint"],
+               driver=r["driver"])

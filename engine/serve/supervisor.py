@@ -1,10 +1,13 @@
 """Runs of serve are child processes of the normal CLI: `run --run-id` to start, `resume` to continue.
 
 A crashing runbook cannot take the server down, and serve is one more actor on the run lifecycle of
-SPEC 4.1. Each child holds an flock on `<state_dir>/serve/drivers/RUN_ID.lock` (inherited from serve,
-kept for its whole life) so that a restarted serve can tell whether a run it was driving still has a
-live process: it starts again only what never got a run record, and resumes what was interrupted.
-Children get SIGTERM when serve dies (PR_SET_PDEATHSIG) or stops, and pause as `interrupted`.
+SPEC 4.1. A run process is a warm worker (engine.serve.worker: the engine already imported) that
+receives its `runbook` command line on stdin. Each worker holds an flock on
+`<state_dir>/serve/drivers/WORKER.lock` (inherited from serve, kept for its whole life), and the
+inbox records which worker an event was given to *before* it is given: a restarted serve can tell
+whether a run it was driving still has a live process, starts again only what never got a run
+record, and resumes what was interrupted. Workers get SIGTERM when serve dies (PR_SET_PDEATHSIG)
+or stops, and pause as `interrupted`.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,15 @@ def _child_setup(parent: int) -> None:  # pragma: no cover - runs in the forked 
         os._exit(75)
 
 
+@dataclass
+class _Worker:
+    """A warm run process and the name of the lock file it holds."""
+
+    proc: asyncio.subprocess.Process
+    driver: str
+    log: Path
+
+
 class Supervisor:
     """Starts admitted events as runs, resumes interrupted ones, and records how each ended."""
 
@@ -55,12 +69,14 @@ class Supervisor:
         self.store = RunStore(config.state_dir)
         self.root = config.state_dir / "serve"
         self.procs: dict[str, asyncio.subprocess.Process] = {}
-        self.orphans: set[str] = set()
+        self.orphans: dict[str, str] = {}  # run id -> driver lock of a process serve does not own
+        self._spare: _Worker | None = None
+        self._approved: set[str] = set()  # approved through the API while its process was still pausing
+        self._refilling: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
         self.stopping = False
         self._reapers: set[asyncio.Task[None]] = set()
         self._last_refresh = 0.0
-        self.started_at: dict[str, float] = {}
 
     # -- the loop ------------------------------------------------------------------
 
@@ -75,9 +91,9 @@ class Supervisor:
 
     def tick(self) -> None:
         """One pass: orphans whose process ended, waiting runs that ended elsewhere, new starts."""
-        for run_id in sorted(self.orphans):
-            if self._lock_free(run_id):
-                self.orphans.discard(run_id)
+        for run_id, driver in sorted(self.orphans.items()):
+            if self._lock_free(driver):
+                del self.orphans[run_id]
                 row = self.inbox.by_run(run_id)
                 if row is not None:
                     self._ended(row, None)
@@ -87,22 +103,33 @@ class Supervisor:
             self.refresh_waiting()
         if self.stopping:
             return
-        free = self.max_concurrent - len(self.procs) - len(self.orphans)
+        self._refill()
+        free = self.max_concurrent - len(self.procs) - len(self.orphans) - len(self._reapers_starting)
         for row, kind in self.inbox.claim(free):
             self._spawn(row, kind)
 
     def recover(self) -> None:
         """Events a previous serve was driving: still driven by a live process (watched), or decided now."""
         for row in self.inbox.in_state("running"):
-            if self._lock_free(row.run_id):
+            if row.driver is None or self._lock_free(row.driver):
                 self._ended(row, None)
             else:
-                self.orphans.add(row.run_id)
+                self.orphans[row.run_id] = row.driver
 
     async def stop(self, timeout: float = 60.0) -> None:
         """Graceful stop: SIGTERM every child (each pauses as interrupted, resumable) and wait for them."""
         self.stopping = True
         self.wake.set()
+        if self._refilling is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refilling
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            _close_stdin(spare.proc)
+            with contextlib.suppress(ProcessLookupError):
+                spare.proc.send_signal(signal.SIGTERM)
+            await spare.proc.wait()
+            self._forget(spare.driver)
         for proc in list(self.procs.values()):
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -111,11 +138,11 @@ class Supervisor:
 
     # -- children ------------------------------------------------------------------
 
-    def _lock_path(self, run_id: str) -> Path:
-        return self.root / "drivers" / f"{run_id}.lock"
+    def _lock_path(self, driver: str) -> Path:
+        return self.root / "drivers" / f"{driver}.lock"
 
-    def _lock_free(self, run_id: str) -> bool:
-        path = self._lock_path(run_id)
+    def _lock_free(self, driver: str) -> bool:
+        path = self._lock_path(driver)
         if not path.exists():
             return True
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -127,11 +154,13 @@ class Supervisor:
             os.close(fd)
         return True
 
-    def command(self, row: Row, kind: str) -> list[str]:
-        """The CLI command line that starts or resumes this event's run."""
-        base = [sys.executable, "-m", "engine.cli"]
-        if self.config.source is not None:
-            base += ["--config", str(self.config.source)]
+    def _forget(self, driver: str) -> None:
+        with contextlib.suppress(OSError):
+            self._lock_path(driver).unlink()
+
+    def argv(self, row: Row, kind: str) -> list[str]:
+        """The `runbook` arguments that start or resume this event's run."""
+        base = ["--config", str(self.config.source)] if self.config.source is not None else []
         operator = f"serve:{row.identity}"
         if kind == "resume":
             return [*base, "resume", row.run_id, "--no-input", "--operator", operator]
@@ -142,43 +171,91 @@ class Supervisor:
                "--params-file", str(params_file)]
         return [*cmd, "--dry-run"] if row.mode == "dry-run" else cmd
 
-    def _spawn(self, row: Row, kind: str) -> None:
-        lock = self._lock_path(row.run_id)
+    def command(self, row: Row, kind: str) -> list[str]:
+        """The equivalent command line of this event's run process."""
+        return [sys.executable, "-m", "engine.cli", *self.argv(row, kind)]
+
+    async def _new_worker(self) -> _Worker:
+        driver = f"worker-{os.getpid()}-{secrets.token_hex(6)}"
+        lock = self._lock_path(driver)
         lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            self.orphans.add(row.run_id)
-            return
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        task = asyncio.get_running_loop().create_task(self._start(row, kind, fd, logs / f"{row.run_id}.log"))
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        parent = os.getpid()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            log_path = logs / f"{driver}.log"
+            with log_path.open("ab") as log:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "engine.serve.worker", stdin=asyncio.subprocess.PIPE, stdout=log,
+                    stderr=log, pass_fds=(fd,), start_new_session=True, preexec_fn=lambda: _child_setup(parent))
+        finally:
+            os.close(fd)
+        return _Worker(proc, driver, log_path)
+
+    def _refill(self) -> None:
+        """Keep one warm worker waiting for the next run."""
+        if self.stopping or self._refilling is not None:
+            return
+        if self._spare is not None and self._spare.proc.returncode is None:
+            return
+        if self._spare is not None:
+            self._forget(self._spare.driver)
+            self._spare = None
+
+        async def refill() -> None:
+            try:
+                self._spare = await self._new_worker()
+            except OSError:
+                self._spare = None
+            finally:
+                self._refilling = None
+
+        self._refilling = asyncio.get_running_loop().create_task(refill())
+
+    @property
+    def _reapers_starting(self) -> list[str]:
+        return [t.get_name() for t in self._reapers if t.get_name() not in self.procs]
+
+    def _spawn(self, row: Row, kind: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._start(row, kind), name=row.run_id)
         self._reapers.add(task)
         task.add_done_callback(self._reapers.discard)
 
-    async def _start(self, row: Row, kind: str, fd: int, log_path: Path) -> None:
-        parent = os.getpid()
-        try:
-            with log_path.open("ab") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    *self.command(row, kind), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                    pass_fds=(fd,), start_new_session=True, preexec_fn=lambda: _child_setup(parent))
-        except OSError as exc:
-            os.close(fd)
-            self.inbox.set_state(row.run_id, "pending" if row.attempts < MAX_ATTEMPTS else "done",
-                                 outcome=None if row.attempts < MAX_ATTEMPTS else "INTERNAL_ERROR",
-                                 note=f"could not start the run process: {exc}")
-            return
-        os.close(fd)
+    async def _start(self, row: Row, kind: str) -> None:
+        worker, self._spare = self._spare, None
+        if worker is None or worker.proc.returncode is not None:
+            if worker is not None:
+                self._forget(worker.driver)
+            try:
+                worker = await self._new_worker()
+            except OSError as exc:
+                self.inbox.set_state(row.run_id, "pending" if row.attempts < MAX_ATTEMPTS else "done",
+                                     outcome=None if row.attempts < MAX_ATTEMPTS else "INTERNAL_ERROR",
+                                     note=f"could not start the run process: {exc}")
+                return
+        self._refill()
+        self.inbox.set_driver(row.run_id, worker.driver)
+        proc = worker.proc
         self.procs[row.run_id] = proc
-        self.started_at.setdefault(row.run_id, time.monotonic())
         self.metrics.running.set(len(self.procs))
-        code = await proc.wait()
+        with contextlib.suppress(OSError):
+            worker.log.rename(worker.log.with_name(f"{row.run_id}.log"))
+        code: int | None
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps(self.argv(row, kind)) + "\n").encode())
+            await proc.stdin.drain()
+            proc.stdin.close()
+            code = await proc.wait()
+        except (BrokenPipeError, ConnectionResetError):
+            await proc.wait()
+            code = None
         del self.procs[row.run_id]
         self.metrics.running.set(len(self.procs))
         self._ended(row, code)
+        self._forget(worker.driver)
         self.wake.set()
 
     # -- how a process ended -----------------------------------------------------------
@@ -209,6 +286,9 @@ class Supervisor:
             waiting = (record.waiting_for or {}).get("type")
             if waiting == "interrupted" and retry_ok:
                 self.inbox.set_state(row.run_id, "resume", note="interrupted; serve resumes it")
+            elif waiting == "approval" and (row.run_id in self._approved or _decided_since_pause(record)):
+                self._approved.discard(row.run_id)
+                self.inbox.set_state(row.run_id, "resume", note="approval given; serve resumes it")
             else:
                 self.inbox.set_state(row.run_id, "waiting", note=f"paused: {waiting}")
         elif record.host == os.uname().nodename and not process_alive(record.pid) and retry_ok:
@@ -232,15 +312,50 @@ class Supervisor:
             record = self._record(row.run_id)
             if record is not None and record.status == "finished":
                 self._done(row, record)
+            elif record is not None and record.status == "paused" and _decided_since_pause(record):
+                self.inbox.set_state(row.run_id, "resume", note="approval given; serve resumes it")
+                self.wake.set()
 
     def resume_after_approval(self, run_id: str) -> bool:
         """After an approval through the API: resume the run if serve drives it and it waits; True if queued."""
         row = self.inbox.by_run(run_id)
+        if row is not None and row.state == "running":
+            self._approved.add(run_id)  # still pausing: _ended resumes it
+            return True
         if row is None or row.state != "waiting":
             return False
         self.inbox.set_state(run_id, "resume", note="approved through the API; serve resumes it")
         self.wake.set()
         return True
+
+
+def _decided_since_pause(record: RunRecord) -> bool:
+    """True when the run waits for an approval that has been given (or denied) since it paused."""
+    waiting = record.waiting_for or {}
+    if waiting.get("type") != "approval":
+        return False
+    path = Path(record.evidence_dir) / "events.jsonl"
+    decided = False
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("type") == "run_paused":
+                    decided = False
+                elif event.get("type") == "approval" and event.get("step") == waiting.get("step"):
+                    decided = True
+    except OSError:
+        return False
+    return decided
+
+
+def _close_stdin(proc: asyncio.subprocess.Process) -> None:
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError, RuntimeError):
+            proc.stdin.close()
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
