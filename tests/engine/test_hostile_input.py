@@ -85,6 +85,8 @@ CASES: dict[str, Case] = {
     "a 400 KB string aliased 2,500 times": Case(
         runbook(params=f"  p:\n    type: array\n    default: [&s {BIG}{', *s' * 2500}]\n"),
         "aliases expand to more than 4194304 bytes of text"),
+    "nested 150 levels": Case(runbook(params="  p: {type: array, default: " + "[" * 150 + "]" * 150 + "}\n"),
+                              "nested more than 100 levels deep (expected a shallower document)"),
     "self-referencing alias": Case(runbook(params="  p: &p {type: array, default: [*p]}\n"),
                                    "an alias refers to its own anchor"),
     "a million-node list just under 4 MB": Case(
@@ -200,6 +202,20 @@ def test_undecodable_bytes_in_arguments_are_refused(params_ws: Workspace) -> Non
     assert b"--operator \\xff\\xfe: not valid UTF-8" in bad_operator.stderr
     for proc in (bad_param, bad_operator):
         assert b"internal error" not in proc.stderr
+    assert not (params_ws.root / "marker.txt").exists()
+
+
+@pytest.mark.parametrize(("args", "code", "expected"), [
+    (["--trigger", "[" * 5000 + "]" * 5000], 2, "--trigger: JSON nested more than 100 levels deep"),
+    (["--trigger", "[" * 150 + "]" * 150], 2, "--trigger: JSON nested more than 100 levels deep"),
+    (["--trigger", "{nope"], 2, "--trigger: not valid JSON"),
+    (["--param", "n=１０"], 20, "--param: param 'n': '１０' is not valid (expected integer)"),
+], ids=["trigger nested 5000 deep", "trigger nested 150 deep", "trigger not JSON", "fullwidth digits"])
+def test_hostile_command_line_values(params_ws: Workspace, args: list[str], code: int, expected: str) -> None:
+    """Command-line values that nest without end or only look like numbers: refused, named, nothing run."""
+    result = params_ws.cli("run", "p", "--no-input", *args)
+    assert result.code == code, result.text
+    assert expected in result.err and "internal error" not in result.text
     assert not (params_ws.root / "marker.txt").exists()
 
 
