@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -167,30 +168,56 @@ class Chain:
 
     path: Path
     events: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0
     last_hash: str = GENESIS
+    first_ts: str | None = None
+    last: dict[str, Any] = field(default_factory=dict)
     started: dict[str, Any] = field(default_factory=dict)
     finished: dict[str, Any] | None = None
     finished_ts: str | None = None
     lifecycle: str | None = None
     artifacts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
-    @property
-    def count(self) -> int:
-        """Number of records."""
-        return len(self.events)
+
+_LIFECYCLE = ("run_started", "run_paused", "run_resumed", "run_finished")
+_READ = frozenset(("artifact", SEALED, *_LIFECYCLE))
+_TAIL = re.compile(rb',"prev":"([0-9a-f]{64})","seq":(\d+),"step":(?:null|"[^"\\]*"),"ts":"([^"\\]*)",'
+                   rb'"type":"([^"\\]*)"\}')
 
 
-def scan_chain(path: Path) -> Chain:
+def _record(body: bytes, full: bool) -> dict[str, Any]:
+    """A record's fields; `data` only when `full` or its type is one the chain summary reads.
+
+    The canonical layout puts `data` first and five plain fields after it, so
+    those are read from the tail without parsing `data`; anything unusual is
+    parsed in full.
+    """
+    at = body.rfind(b',"prev":"')
+    tail = _TAIL.fullmatch(body, at) if at > 8 and not full and body.startswith(b'{"data":') else None
+    if tail is None:
+        record = json.loads(body)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+        return record
+    kind = tail[4].decode("utf-8")
+    return {"seq": int(tail[2]), "prev": tail[1].decode("ascii"), "ts": tail[3].decode("utf-8"), "type": kind,
+            "data": json.loads(body[8:at]) if kind in _READ else None}
+
+
+def scan_chain(path: Path, keep: bool = True) -> Chain:
     """Check every record's hash, `prev` and `seq`; StateCorrupt naming the first broken line.
 
     A record's hash is the sha256 of its line as written minus the trailing
     `,"hash":"<hex>"` member, which is the record's canonical JSON without `hash`.
+    With `keep`, every record is parsed and kept in `events` (reports need them);
+    without, only what verification reads.
     """
     if not path.exists():
         raise StateCorrupt(f"{path}: missing event log")
     chain = Chain(path)
     prev, seq = GENESIS, 0
     sha256 = hashlib.sha256
+    record: dict[str, Any] = {}
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             where = f"{path}:{number}"
@@ -201,11 +228,9 @@ def scan_chain(path: Path) -> Chain:
             body = line[:-_SUFFIX] + b"}"
             claimed = line[-_SUFFIX + len(_HASH_KEY):-3].decode("ascii", errors="replace")
             try:
-                record = json.loads(body)
+                record = _record(body, keep)
             except ValueError:
                 raise StateCorrupt(f"{where}: not a valid event record") from None
-            if not isinstance(record, dict):
-                raise StateCorrupt(f"{where}: not a valid event record")
             if sha256(body).hexdigest() != claimed:
                 raise StateCorrupt(f"{where}: record seq {record.get('seq')} was modified (hash mismatch)")
             if record.get("prev") != prev:
@@ -216,20 +241,23 @@ def scan_chain(path: Path) -> Chain:
                                    "(record missing or reordered)")
             record["hash"] = claimed
             prev, seq = claimed, seq + 1
-            chain.events.append(record)
+            if keep:
+                chain.events.append(record)
             kind = record.get("type")
+            if kind not in _READ:
+                continue
             if kind == "artifact":
                 chain.artifacts.append((number, record.get("data") or {}))
             elif kind == "run_started" and seq == 1:
-                chain.started = record.get("data") or {}
+                chain.started, chain.first_ts = record.get("data") or {}, record.get("ts")
                 chain.lifecycle = kind
-            elif kind in ("run_paused", "run_resumed", "run_finished"):
+            elif kind in _LIFECYCLE:
                 chain.lifecycle = kind
                 if kind == "run_finished":
                     chain.finished, chain.finished_ts = record.get("data") or {}, record.get("ts")
     if not chain.started:
         raise StateCorrupt(f"{path}:1: the log does not begin with run_started")
-    chain.last_hash = prev
+    chain.last_hash, chain.count, chain.last = prev, seq, record
     return chain
 
 
@@ -250,7 +278,7 @@ def manifest_fields(chain: Chain) -> dict[str, Any]:
         "engine_version": started.get("engine_version"), "params": started.get("params"),
         "mode": started.get("mode"), "operator": started.get("operator"), "host": started.get("host"),
         "trigger": started.get("trigger"), "parent_run_id": started.get("parent_run_id"),
-        "started_at": run.get("started_at") or chain.events[0].get("ts"), "ended_at": chain.finished_ts,
+        "started_at": run.get("started_at") or chain.first_ts, "ended_at": chain.finished_ts,
         "outcome": outcome, "exit_code": exit_code, "status": status,
     }
 
@@ -302,7 +330,7 @@ def verify_bundle(directory: Path, keys: Sequence[tuple[str, Any]] = ()) -> dict
     StateCorrupt names the first broken record or file."""
     from engine import attestation
 
-    chain = scan_chain(directory / EVENTS)
+    chain = scan_chain(directory / EVENTS, keep=False)
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
         raise StateCorrupt(f"{manifest_path}: missing manifest")
@@ -343,7 +371,7 @@ def verify_bundle(directory: Path, keys: Sequence[tuple[str, Any]] = ()) -> dict
         if manifest.get(key, _ABSENT) != expected[key]:
             raise StateCorrupt(f"{manifest_path}: {key} {_short(manifest.get(key, '(absent)'))} does not match "
                                f"the event log ({_short(expected[key])})")
-    seal = chain.events[-1]
+    seal = chain.last
     if seal.get("type") != SEALED:
         raise StateCorrupt(f"{chain.path}:{chain.count}: the log does not end with its {SEALED} record "
                            "(records added after sealing)")

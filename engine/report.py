@@ -115,7 +115,17 @@ def _verification_line(model: dict[str, Any]) -> str:
 def render_markdown(directory: Path, fields: dict[str, Any], events: list[dict[str, Any]] | None = None,
                     signer: str | None = None) -> str:
     """The Markdown report of the bundle in `directory` (for tickets; same content as report.html)."""
-    model = account(fields, events if events is not None else read_events(directory / EVENTS), signer)
+    return _markdown(account(fields, events if events is not None else read_events(directory / EVENTS), signer))
+
+
+def render_reports(fields: dict[str, Any], events: list[dict[str, Any]], signer: str | None) -> tuple[str, str]:
+    """report.md and report.html of the same events, the model built once."""
+    model = account(fields, events, signer)
+    return _markdown(model), _html(model)
+
+
+def _markdown(model: dict[str, Any]) -> str:
+    fields = model["fields"]
     run_id = fields.get("run_id")
     lines = [f"# Run {run_id}: {fields.get('runbook')}", "", "## Summary", "",
              f"- **Outcome:** {model['outcome']} (exit {fields.get('exit_code')}), {fields.get('mode')} run by "
@@ -181,7 +191,7 @@ def render_markdown(directory: Path, fields: dict[str, Any], events: list[dict[s
     lines += ["", "## How to verify", "", _verification_line(model) + ".",
               "`manifest.json` holds every file's sha256; every field of it is checked against the event log.",
               "On any machine with the engine installed, from the directory that holds the bundle:", "",
-              f"    runbook evidence verify {run_id}{' --key SIGNER.pub' if signer else ''}", "",
+              f"    runbook evidence verify {run_id}{' --key SIGNER.pub' if model['signer'] else ''}", "",
               "Without the engine: `python verify_bundle.py BUNDLE_DIR [SIGNER.pub]` (docs/verify_bundle.py, "
               "needs only the `cryptography` package).", ""]
     return "\n".join(lines)
@@ -223,14 +233,27 @@ def _detail(event: dict[str, Any]) -> str:
 def render_html(directory: Path, fields: dict[str, Any], events: list[dict[str, Any]] | None = None,
                 signer: str | None = None) -> str:
     """report.html: a self-contained page (inline CSS, no scripts, no external assets) with the summary first."""
+    return _html(account(fields, events if events is not None else read_events(directory / EVENTS), signer))
+
+
+def _html(model: dict[str, Any]) -> str:
+    from html import escape
+
     from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup
 
     env = Environment(loader=PackageLoader("engine", "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    model = account(fields, events if events is not None else read_events(directory / EVENTS), signer)
-    return env.get_template("report.html.j2").render(m=model, f=fields, mark=_MARK,
+    rows = []
+    for row in model["timeline"]:
+        label = f"{row['type']} (rollback)" if row["rollback"] and row["type"] != "rollback" else row["type"]
+        opening = '<tr class="rollback">' if row["rollback"] else "<tr>"
+        rows.append(f"{opening}<td>{row['seq']}</td>"
+                    f"<td class=\"mono\">{escape(str(row['ts']))}</td><td>{escape(label)}</td>"
+                    f"<td>{escape(str(row['step']))}</td><td>{escape(row['detail'])}</td></tr>\n")
+    return env.get_template("report.html.j2").render(m=model, f=model["fields"], mark=_MARK,
                                                       verification=_verification_line(model),
-                                                      approval_text=_approval_text, value=_value)
+                                                      approval_text=_approval_text, timeline=Markup("".join(rows)))
 
 
 def bundle_report(directory: Path, fmt: str = "md") -> str:

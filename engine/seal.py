@@ -43,7 +43,7 @@ def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> di
     then append the manifest's sha256 to the run ledger. Returns the manifest (its last_event_hash is the seal's)."""
     from engine import attestation, ledger
     from engine.keys import key_id, load_private
-    from engine.report import render_html, render_markdown
+    from engine.report import render_reports
 
     chain = scan_chain(directory / EVENTS)
     if chain.last_hash != last_hash or chain.count != seq:
@@ -51,14 +51,14 @@ def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> di
     key = load_private(config.signing_key) if config.signing_key else None
     signer = key_id(key.public_key()) if key is not None else None
     fields = manifest_fields(chain)
-    reports = {REPORT: _write(directory / REPORT, render_markdown(directory, fields, chain.events, signer)),
-               REPORT_HTML: _write(directory / REPORT_HTML, render_html(directory, fields, chain.events, signer))}
+    markdown, page = render_reports(fields, chain.events, signer)
+    reports = {REPORT: _write(directory / REPORT, markdown), REPORT_HTML: _write(directory / REPORT_HTML, page)}
     log = EventLog(directory, Redactor())
     try:
         chain.events.append(log.record(SEALED, None, {"reports": reports, "signer": signer}))
     finally:
         log.close()
-    chain.last_hash = chain.events[-1]["hash"]
+    chain.last_hash, chain.count = chain.events[-1]["hash"], chain.count + 1
     stale = directory / attestation.ATTESTATION
     if stale.exists():
         stale.unlink()
