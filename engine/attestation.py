@@ -87,12 +87,19 @@ def check(directory: Path, files: Mapping[str, str], predicate: Mapping[str, Any
             raise StateCorrupt(f"{path}: missing: the bundle is not signed, but --key asks for a signature")
         return {"signed": False, "checked": False, "keyid": None, "key": None}
     try:
-        envelope = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        envelope = json.loads(text)
         payload = base64.b64decode(envelope["payload"], validate=True)
         signatures = [(str(s["keyid"]), base64.b64decode(s["sig"], validate=True)) for s in envelope["signatures"]]
         body = json.loads(payload)
+        exact = (text == json.dumps(envelope, indent=2) + "\n"
+                 and base64.b64encode(payload).decode("ascii") == envelope["payload"]
+                 and [base64.b64encode(sig).decode("ascii") for _, sig in signatures]
+                 == [s["sig"] for s in envelope["signatures"]])
     except (ValueError, KeyError, TypeError):
         raise StateCorrupt(f"{path}: not a DSSE envelope") from None
+    if not exact:
+        raise StateCorrupt(f"{path}: not byte for byte the envelope the engine wrote (edited)")
     if envelope.get("payloadType") != PAYLOAD_TYPE or not signatures:
         raise StateCorrupt(f"{path}: payloadType must be {PAYLOAD_TYPE} with at least one signature")
     if not isinstance(body, dict) or body.get("_type") != STATEMENT_TYPE or body.get("predicateType") != PREDICATE_TYPE:

@@ -292,12 +292,16 @@ def bundle_files(directory: Path) -> dict[str, str]:
     return files
 
 
+def _manifest_text(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def write_manifest(directory: Path, chain: Chain) -> dict[str, Any]:
     """Write manifest.json atomically: the chain-derived run fields, every file's sha256, the last event hash."""
     manifest = {**manifest_fields(chain), "files": bundle_files(directory), "last_event_hash": chain.last_hash,
                 "event_count": chain.count}
     tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(_manifest_text(manifest), encoding="utf-8")
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, directory / MANIFEST)
@@ -335,11 +339,14 @@ def verify_bundle(directory: Path, keys: Sequence[tuple[str, Any]] = ()) -> dict
     if not manifest_path.exists():
         raise StateCorrupt(f"{manifest_path}: missing manifest")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        text = manifest_path.read_text(encoding="utf-8")
+        manifest = json.loads(text)
     except ValueError:
         raise StateCorrupt(f"{manifest_path}: not valid JSON") from None
     if not isinstance(manifest, dict):
         raise StateCorrupt(f"{manifest_path}: not a JSON object")
+    if text != _manifest_text(manifest):
+        raise StateCorrupt(f"{manifest_path}: not byte for byte the manifest the engine writes (edited)")
     if manifest.get("last_event_hash") != chain.last_hash or manifest.get("event_count") != chain.count:
         raise StateCorrupt(f"{manifest_path}: last_event_hash/event_count do not match the event log "
                            "(records added or removed)")

@@ -81,11 +81,13 @@ def refresh_manifest(bundle: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def edit_manifest(bundle: Path, **fields: object) -> None:
-    """Change manifest fields (hashes left as they are: they do not cover manifest.json)."""
+def edit_manifest(bundle: Path, drop: tuple[str, ...] = (), **fields: object) -> None:
+    """Change (or `drop`) manifest fields, written in the engine's own layout so only the content differs."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest.update(fields)
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for name in drop:
+        manifest.pop(name)
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def rehash_line(bundle: Path, index: int, change: dict[str, object]) -> None:
