@@ -128,3 +128,18 @@ def test_audit_since_and_keys(root: Path) -> None:
     since = json.loads((signed / "manifest.json").read_text())["started_at"]
     done = cli(root, "evidence", "audit", "--key", "keys/signer.pub", "--since", since, check=0)
     assert "1 signatures checked" in done.stdout
+
+
+def test_concurrent_seals_never_fork_the_ledger(root: Path) -> None:
+    """Six runs sealing at once: six entries, one unbroken chain, every bundle audited."""
+    import subprocess
+
+    from tests.trust.helpers import RUNBOOK, env
+
+    procs = [subprocess.Popen([RUNBOOK, "run", "audited", "--no-input"], cwd=root, env=env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(6)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 6
+    entries = ledger(root)
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5, 6]
+    assert len({e["run_id"] for e in entries}) == 6
+    assert "6 bundles verified" in cli(root, "evidence", "audit", check=0).stdout
