@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from engine.config import Config
 from engine.serve.inbox import Inbox, inbox_path
-from engine.serve.intake import Intake, IntakeError
+from engine.serve.intake import GroupCommit, Intake, IntakeError
 from engine.serve.metrics import Metrics
 from engine.serve.rules import ServeSettings
 from engine.serve.supervisor import Supervisor
@@ -98,7 +98,7 @@ class Server:
         """POST /hooks/alertmanager: one decision per alert and matching rule."""
         identity = self.identity(request)
         payload = await self.json_body(request)
-        decisions = self.intake.alertmanager(payload, identity)
+        decisions = await self.intake.alertmanager(payload, identity)
         self._wake(decisions)
         return JSONResponse({"decisions": decisions}, status_code=202)
 
@@ -106,8 +106,8 @@ class Server:
         """POST /hooks/generic/RULE: the event is the JSON object posted."""
         identity = self.identity(request)
         payload = await self.json_body(request)
-        decisions = self.intake.generic(request.path_params["rule"], payload, identity,
-                                        request.headers.get("idempotency-key"))
+        decisions = await self.intake.generic(request.path_params["rule"], payload, identity,
+                                              request.headers.get("idempotency-key"))
         self._wake(decisions)
         return JSONResponse({"decisions": decisions}, status_code=202)
 
@@ -204,7 +204,9 @@ def create_app(config: Config, settings: ServeSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(server.supervisor.run()), asyncio.create_task(server.schedule_loop())]
+        server.intake.group = GroupCommit(server.inbox)
+        tasks = [asyncio.create_task(server.supervisor.run()), asyncio.create_task(server.schedule_loop()),
+                 asyncio.create_task(server.intake.group.run())]
         try:
             yield
         finally:

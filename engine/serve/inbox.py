@@ -146,34 +146,42 @@ class Inbox:
         Returns (decision, run_id): duplicate (with the first delivery's run id), breaker_open,
         kill_switch, cooldown, rate_limited, or started (with the new run's id).
         """
+        return self.admit_many([(cand, kill_switch_engaged)], now)[0]
+
+    def admit_many(self, batch: list[tuple[Candidate, bool]], now: float | None = None) -> list[tuple[str, str | None]]:
+        """`admit` for several candidates in one transaction (one fsync: group commit), in order."""
         now = time.time() if now is None else now
-        rule = cand.rule
         with self._tx() as db:
-            if cand.dedupe_key is not None:
-                row = db.execute("SELECT run_id FROM events WHERE dedupe_key = ?", (cand.dedupe_key,)).fetchone()
-                if row is not None:
-                    return "duplicate", str(row["run_id"])
-            if rule.breaker is not None and self._breaker_open(db, rule, now):
-                return "breaker_open", None
-            if kill_switch_engaged and not rule.safe_in_halt:
-                return "kill_switch", None
-            if rule.cooldown_s > 0:
-                last = db.execute("SELECT MAX(accepted_at) FROM events WHERE rule = ? AND group_key = ? "
-                                  "AND state != 'dropped'", (rule.name, cand.group_key)).fetchone()[0]
-                if last is not None and now - float(last) < rule.cooldown_s:
-                    return "cooldown", None
-            if rule.max_runs is not None:
-                count, per = rule.max_runs
-                used = db.execute("SELECT COUNT(*) FROM events WHERE rule = ? AND accepted_at > ? "
-                                  "AND state != 'dropped'", (rule.name, now - per)).fetchone()[0]
-                if used >= count:
-                    return "rate_limited", None
-            db.execute(
-                "INSERT INTO events (rule, source, dedupe_key, fingerprint, starts_at, group_key, accepted_at, run_id, "
-                "runbook, mode, identity, params, trigger, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?, 'pending')",
-                (rule.name, cand.source, cand.dedupe_key, cand.fingerprint, cand.starts_at, cand.group_key, now,
-                 cand.run_id, rule.runbook, rule.mode, cand.identity, json.dumps(cand.params, default=str),
-                 json.dumps(cand.trigger, default=str)))
+            return [self._decide(db, cand, halted, now) for cand, halted in batch]
+
+    def _decide(self, db: sqlite3.Connection, cand: Candidate, kill_switch_engaged: bool,
+                now: float) -> tuple[str, str | None]:
+        rule = cand.rule
+        if cand.dedupe_key is not None:
+            row = db.execute("SELECT run_id FROM events WHERE dedupe_key = ?", (cand.dedupe_key,)).fetchone()
+            if row is not None:
+                return "duplicate", str(row["run_id"])
+        if rule.breaker is not None and self._breaker_open(db, rule, now):
+            return "breaker_open", None
+        if kill_switch_engaged and not rule.safe_in_halt:
+            return "kill_switch", None
+        if rule.cooldown_s > 0:
+            last = db.execute("SELECT MAX(accepted_at) FROM events WHERE rule = ? AND group_key = ? "
+                              "AND state != 'dropped'", (rule.name, cand.group_key)).fetchone()[0]
+            if last is not None and now - float(last) < rule.cooldown_s:
+                return "cooldown", None
+        if rule.max_runs is not None:
+            count, per = rule.max_runs
+            used = db.execute("SELECT COUNT(*) FROM events WHERE rule = ? AND accepted_at > ? "
+                              "AND state != 'dropped'", (rule.name, now - per)).fetchone()[0]
+            if used >= count:
+                return "rate_limited", None
+        db.execute(
+            "INSERT INTO events (rule, source, dedupe_key, fingerprint, starts_at, group_key, accepted_at, run_id, "
+            "runbook, mode, identity, params, trigger, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?, 'pending')",
+            (rule.name, cand.source, cand.dedupe_key, cand.fingerprint, cand.starts_at, cand.group_key, now,
+             cand.run_id, rule.runbook, rule.mode, cand.identity, json.dumps(cand.params, default=str),
+             json.dumps(cand.trigger, default=str)))
         return "started", cand.run_id
 
     def _breaker_open(self, db: sqlite3.Connection, rule: Rule, now: float) -> bool:
