@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.config import Config
+from engine.errors import RunbookError
 from engine.serve.inbox import Inbox, inbox_path
 from engine.serve.intake import GroupCommit, Intake, IntakeError
 from engine.serve.metrics import Metrics
@@ -155,8 +157,6 @@ class Server:
 
     async def approve(self, request: Request) -> Response:
         """POST /runs/RUN_ID/approve: the approver is the token's identity (approvers, four_eyes apply)."""
-        from engine.errors import RunbookError
-
         identity = self.identity(request)
         record = self._known_run(request.path_params["run_id"])
         body = await self.json_body(request)
@@ -181,8 +181,6 @@ class Server:
         return JSONResponse({"run_id": record.run_id, "step": body["step"], **decision, "resumed_by_serve": resumed})
 
     def _four_eyes(self, runbook_path: str, step_id: str) -> bool:
-        from engine.errors import RunbookError
-
         try:
             step = self.workspace.load(runbook_path).step(step_id)
         except (KeyError, RunbookError):
@@ -252,6 +250,7 @@ def serve(config: Config, listen: str | None = None) -> int:
     settings = load_settings(config, Library(config.runbook_paths).names())
     host, _, port = (listen or settings.listen).rpartition(":")
     host = host.strip("[]")
+    guard = _one_serve(config)
 
     class _Uvicorn(uvicorn.Server):
         @contextlib.contextmanager
@@ -270,5 +269,33 @@ def serve(config: Config, listen: str | None = None) -> int:
     server = _Uvicorn(uv_config)
     print(f"runbook serve: listening on http://{host}:{port} ({len(settings.rules)} rules, "
           f"max_concurrent_runs {settings.max_concurrent_runs})", flush=True)
-    server.run()
+    try:
+        server.run()
+    finally:
+        os.close(guard)
     return 0 if server.started else 50
+
+
+class ServeRunning(RunbookError):
+    """Another `runbook serve` already drives this state directory."""
+
+    exit_code = 40
+
+
+def _one_serve(config: Config) -> int:
+    """Hold `<state_dir>/serve/serve.lock` for serve's life: one serve per state directory (its inbox)."""
+    import fcntl
+
+    path = config.state_dir / "serve" / "serve.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise ServeRunning(f"another runbook serve drives {config.state_dir} ({holder or 'pid unknown'}); "
+                           "one serve per state directory") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+    return fd

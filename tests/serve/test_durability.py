@@ -117,3 +117,11 @@ def test_kill_9_under_a_stream_of_deliveries_loses_nothing_and_starts_nothing_tw
     per_alert = Counter(r["trigger"]["fingerprint"] for r in project.records().values())
     assert per_alert == Counter({fingerprint: 1 for fingerprint in fingerprints})
     assert set(project.records()) == run_ids
+
+
+def test_one_serve_per_state_directory(project: Project) -> None:
+    project.configure(RULES)
+    project.start()
+    second = project.cli("serve", "--listen", f"127.0.0.1:{project.port + 1 if project.port < 65535 else 1024}")
+    assert second.code == 40, second.text
+    assert "another runbook serve" in second.err
