@@ -9,9 +9,12 @@ is docs/core-http-api.md, so a real trading core can stand behind the same runbo
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from engine.errors import PluginError
 from engine.plugins import StepContext
@@ -42,7 +45,7 @@ class SimAdapter:
     """Calls simcore.core.Core in-process."""
 
     def __init__(self, root: Path) -> None:
-        from simcore.core import Core
+        from simcore.core import Core  # only the sim adapter needs simcore (and its SQLite world)
         from simcore.errors import SimcoreError
 
         self._errors = SimcoreError
@@ -96,9 +99,6 @@ class HttpAdapter:
 
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
                  missing: Any = None) -> Any:
-        import urllib.error
-        import urllib.request
-
         data = json.dumps(body).encode("utf-8") if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method,
                                          headers={"Content-Type": "application/json", "Accept": "application/json"})
@@ -126,8 +126,6 @@ class HttpAdapter:
         return list(self._request("GET", "/orders").get("orders", []))
 
     def find_order(self, client_order_id: str) -> dict[str, Any]:
-        from urllib.parse import quote
-
         return dict(self._request("GET", f"/orders/by-client-id/{quote(client_order_id, safe='')}",
                                   missing={"client_order_id": client_order_id, "found": False, "local": None,
                                            "broker": None, "broker_reachable": True}))
