@@ -115,6 +115,9 @@ class Core:
         worlds.init(lay.root, seed, start_ms, config_hash(settings))
         core = cls(lay.root)
         core._metrics_line(start_ms)
+        from .tools_ops import daily_report
+
+        daily_report(core, None, send=False)  # seed 004's report, auto-generated for the day
         return core
 
     @staticmethod

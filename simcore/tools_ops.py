@@ -243,15 +243,17 @@ def canary(core: Core, action: str, stage: str | None) -> Out:
     st = read_json(path)
     now = _now(core)
     m = _ops(core, "model_metrics.json")
-    alerts = [a for a in _jsonl(core.root / "logs" / "trading_alerts.jsonl")
-              if a.get("severity") == "critical" and a.get("ts_ms", 0) >= st.get("stage_started_ms", 0)]
+    since = [a for a in _jsonl(core.root / "logs" / "trading_alerts.jsonl")
+             if a.get("ts_ms", 0) >= st.get("stage_started_ms", 0)]
+    alerts = [a for a in since if a.get("severity") == "critical"]
     status = core.status()
     report = {
         "stage": st["stage"], "model_version": st.get("model_version"),
         "days_in_stage": round((now - int(st.get("stage_started_ms", now))) / DAY, 3),
         "stage_started_utc": iso_utc(int(st.get("stage_started_ms", now))),
         "pnl_deviation_pct": round((m["realised_pnl"] / m["simulated_pnl"] - 1) * 100, 3) if m["simulated_pnl"] else None,
-        "slippage_ratio": m["slippage_ratio"], "critical_alerts": len(alerts),
+        "realised_pnl": m["realised_pnl"], "simulated_pnl": m["simulated_pnl"],
+        "slippage_ratio": m["slippage_ratio"], "critical_alerts": len(alerts), "alerts_since_stage": len(since),
         "max_drawdown_pct": round(max(m.get("max_drawdown_pct", 0.0), (status.get("drawdown") or 0.0) * 100), 4),
         "precision": m["precision"], "baseline_precision": m["baseline_precision"],
         "precision_vs_baseline": round(m["precision"] / m["baseline_precision"], 4),

@@ -178,13 +178,16 @@ def test_morning_checklist_lists_every_finding(sim, monitoring):
 
 
 def test_morning_checklist_without_monitoring_or_alert_log(sim):
-    code, doc = run(sim, "morning-checklist")  # profile: check_monitoring false; no alert log yet
+    code, doc = run(sim, "morning-checklist")  # profile: check_monitoring false; a fresh core is healthy
+    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
+    assert "monitoring not checked" in doc["message"] and "daily report 2026-01-22" in doc["message"]
+    assert "safety_mode: ARMED_LIVE" in doc["steps"]["daily_report"]["result"]["stdout"]
+    (sim.root / ALERTS).unlink()
+    (sim.root / "core/reports/daily/daily_report_2026-01-22.md").unlink()
+    code, doc = run(sim, "morning-checklist")
     assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
     assert steps_status(doc)["prometheus"] == "skipped" and "alert log unreadable" in doc["message"]
-    write_alerts(sim)
-    code, doc = run(sim, "morning-checklist")
-    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
-    assert "monitoring not checked" in doc["message"]
+    assert "daily report missing" in doc["message"]
 
 
 # -- slippage-spike ----------------------------------------------------------------------------
@@ -260,9 +263,22 @@ def test_emergency_rollback_stops_trading_and_restores_the_last_good_model(sim):
 
 
 def test_emergency_rollback_without_a_last_good_model_still_stops_trading(sim):
+    (sim.root / "core/models/last_good_model.json").unlink()
+    active = (sim.root / "core/models/active/model_info.json").read_bytes()
     code, doc = run(sim, "emergency-rollback")
-    assert (code, doc["outcome"]) == (20, "DATA_INVALID") and "roll back by hand" in doc["message"]
+    # Not DATA_INVALID ("nothing was executed"): trading was stopped, the model was not rolled back.
+    assert (code, doc["outcome"]) == (60, "ANOMALY_HALT") and "NOT rolled back" in doc["message"]
     st = status(sim)
     assert st["safety_mode"] == "HALT" and st["kill_switch"]["engaged"]
-    assert not (sim.root / "core/models/active/model_info.json").exists()
+    assert (sim.root / "core/models/active/model_info.json").read_bytes() == active
     assert verified(sim, doc)
+
+
+def test_emergency_rollback_to_a_target_version(sim):
+    code, doc = run(sim, "emergency-rollback", "--param", "target_version=v2.3.0",
+                    "--param", "reason=Manual rollback to v2.3.0")
+    assert (code, doc["outcome"]) == (60, "ANOMALY_HALT"), doc["message"]
+    assert "v2.4.0 -> v2.3.0" in doc["message"]
+    assert json.loads((sim.root / "core/models/active/model_info.json").read_text())["version"] == "v2.3.0"
+    code, doc = run(sim, "emergency-rollback", "--param", "target_version=v9.9.9")
+    assert code == 60 and "registry record for v9.9.9" in doc["message"]
