@@ -27,7 +27,11 @@ def _inbox(config: Config) -> Any:
 
 def _describe(rule: Rule) -> str:
     if rule.source == "schedule":
-        return f"schedule {rule.cron} ({rule.timezone}, missed: {rule.missed})"
+        gate = ""
+        if rule.calendar is not None:
+            gate = f", {rule.calendar.exchange} {rule.calendar.day}" + (
+                ", not on early closes" if rule.calendar.early_close == "skip" else "")
+        return f"schedule {rule.cron} ({rule.timezone}, missed: {rule.missed}{gate})"
     if rule.source == "generic":
         return "generic: POST /hooks/generic/" + rule.name
     return "alertmanager " + ", ".join(f"{m.label}={m.value}" for m in rule.matchers)

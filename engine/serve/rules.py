@@ -28,7 +28,8 @@ _LISTEN = re.compile(r"^(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 RULE_KEYS = ("name", "on", "schedule", "runbook", "params", "group_by", "cooldown", "max_runs", "breaker",
              "mode", "safe_in_halt", "allow", "description")
 SERVE_KEYS = ("tokens", "max_concurrent_runs", "listen")
-SCHEDULE_KEYS = ("cron", "timezone", "missed")
+SCHEDULE_KEYS = ("cron", "timezone", "missed", "calendar")
+CALENDAR_KEYS = ("exchange", "day", "early_close")
 DEFAULT_LISTEN = "127.0.0.1:8787"
 
 
@@ -46,6 +47,40 @@ class Matcher:
         if self.regex is not None:
             return self.regex.fullmatch(actual) is not None
         return actual == self.value
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Trading-calendar gating of a schedule (exchange-calendars, offline): which cron days may fire."""
+
+    exchange: str  # e.g. XNYS
+    day: str = "session"  # session | last-session-of-month
+    early_close: str = "run"  # run | skip
+
+    def allows(self, day: Any) -> tuple[bool, str]:
+        """(may fire, why) for a calendar date (datetime.date)."""
+        import warnings
+
+        import exchange_calendars
+        import pandas
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._allows(exchange_calendars.get_calendar(self.exchange), pandas.Timestamp(day), day)
+
+    def _allows(self, calendar: Any, stamp: Any, day: Any) -> tuple[bool, str]:
+        import pandas
+
+        if not calendar.is_session(stamp):
+            return False, f"{day} is not an {self.exchange} session"
+        if self.day == "last-session-of-month":
+            month_end = (stamp + pandas.offsets.MonthEnd(0)).normalize()
+            last = calendar.sessions_in_range(stamp, month_end)[-1]
+            if last != stamp:
+                return False, f"{day} is not the last {self.exchange} session of the month ({last.date()} is)"
+        if self.early_close == "skip" and stamp in calendar.early_closes:
+            return False, f"{day} is an early close of {self.exchange}"
+        return True, f"{day} is a {self.exchange} session"
 
 
 @dataclass(frozen=True)
@@ -67,6 +102,7 @@ class Rule:
     cron: str | None = None
     timezone: str = "UTC"
     missed: str = "skip"
+    calendar: Calendar | None = None
 
     def matches(self, labels: dict[str, Any]) -> bool:
         """True when every matcher holds for these labels."""
@@ -353,7 +389,38 @@ def _schedule(raw: Any, key: tuple[Any, ...], located: _Located, label: str) -> 
     missed = raw.get("missed", "skip")
     if missed not in ("skip", "run-once"):
         located.add(key + ("missed",), f"schedule.missed: expected skip or run-once, got {missed!r}", label)
-    return {"source": "schedule", "cron": cron, "timezone": str(zone), "missed": missed}
+    out: dict[str, Any] = {"source": "schedule", "cron": cron, "timezone": str(zone), "missed": missed}
+    if "calendar" in raw:
+        out["calendar"] = _calendar(raw["calendar"], key + ("calendar",), located, label)
+    return out
+
+
+def _calendar(raw: Any, key: tuple[Any, ...], located: _Located, label: str) -> Calendar | None:
+    expected = "{exchange: XNYS, day: session|last-session-of-month, early_close: run|skip}"
+    if isinstance(raw, str):
+        raw = {"exchange": raw}
+    if not isinstance(raw, dict) or "exchange" not in raw or set(raw) - set(CALENDAR_KEYS):
+        located.add(key, f"schedule.calendar: expected {expected}, got {raw!r}", label)
+        return None
+    try:
+        import exchange_calendars
+    except ImportError:  # pragma: no cover - a declared dependency
+        located.add(key, "schedule.calendar: the exchange-calendars package is not installed", label)
+        return None
+    exchange = raw["exchange"]
+    if exchange not in exchange_calendars.get_calendar_names():
+        located.add(key + ("exchange",), f"schedule.calendar.exchange: unknown exchange {exchange!r} "
+                    "(an exchange-calendars code such as XNYS, XLON, XETR)", label)
+        return None
+    day = raw.get("day", "session")
+    early = raw.get("early_close", "run")
+    if day not in ("session", "last-session-of-month"):
+        located.add(key + ("day",), f"schedule.calendar.day: expected session or last-session-of-month, got {day!r}", label)
+        return None
+    if early not in ("run", "skip"):
+        located.add(key + ("early_close",), f"schedule.calendar.early_close: expected run or skip, got {early!r}", label)
+        return None
+    return Calendar(str(exchange), day, early)
 
 
 def _check_templates(params: dict[str, Any], key: tuple[Any, ...], located: _Located, label: str) -> None:

@@ -2,6 +2,8 @@
 
 A time missed while serve was down is handled by the rule's `missed` policy: `skip` records it and
 starts nothing; `run-once` starts one run for the latest missed time. Both are recorded in the inbox.
+A rule with a `calendar` fires only on the exchange's sessions (or its last session of the month,
+optionally not on an early close); a gated time is recorded with the reason and starts nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ def iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
 
+def _gate(rule: Rule, at: float) -> str | None:
+    """Why the calendar keeps this cron time from firing, or None when it may fire."""
+    if rule.calendar is None:
+        return None
+    day = datetime.fromtimestamp(at, ZoneInfo(rule.timezone)).date()
+    allowed, why = rule.calendar.allows(day)
+    return None if allowed else why
+
+
 def tick(rules: list[Rule], inbox: Inbox, intake: Intake, now: float | None = None) -> list[dict[str, Any]]:
     """Handle every due time of every schedule rule; the decisions taken."""
     now = time.time() if now is None else now
@@ -63,7 +74,9 @@ def tick(rules: list[Rule], inbox: Inbox, intake: Intake, now: float | None = No
         current = [t for t in due if now - t <= GRACE_S]
         missed = [t for t in due if now - t > GRACE_S]
         if missed:
-            if rule.missed == "run-once" and not current:
+            if rule.missed == "run-once" and not current and (why := _gate(rule, missed[-1])) is not None:
+                inbox.set_last_fire(rule.name, missed[-1], f"missed {len(missed)}; not run: {why}")
+            elif rule.missed == "run-once" and not current:
                 answer = intake.schedule(rule, iso(missed[-1]))
                 answer["missed"] = len(missed)
                 decisions.append(answer)
@@ -71,6 +84,10 @@ def tick(rules: list[Rule], inbox: Inbox, intake: Intake, now: float | None = No
             else:
                 inbox.set_last_fire(rule.name, missed[-1], f"missed {len(missed)}; skipped")
         for at in current:
+            why = _gate(rule, at)
+            if why is not None:
+                inbox.set_last_fire(rule.name, at, f"calendar: {why}")
+                continue
             answer = intake.schedule(rule, iso(at))
             decisions.append(answer)
             inbox.set_last_fire(rule.name, at, answer["decision"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.serve.inbox import Inbox
 from engine.serve.intake import Intake
-from engine.serve.rules import Matcher, Rule, ServeSettings
+from engine.serve.rules import Calendar, Matcher, Rule, ServeSettings
 from engine.serve.scheduler import tick
 from tests.conftest import REPO, Workspace
 
@@ -68,3 +68,20 @@ def test_library_triggers_file_is_valid_and_maps_the_seed_alerts(ws: Workspace) 
     listed = json.loads(ws.cli("triggers", "list", "--output", "json").out)
     assert {r["runbook"] for r in listed} >= {"morning-checklist", "daily-start-check", "weekly-maintenance",
                                               "pre-rebalance-checks"}
+
+
+def test_trading_calendar_gates_schedules(tmp_path: Path) -> None:
+    """XNYS, November 2026: the 26th is Thanksgiving, the 27th an early close, the 30th the last session."""
+    last = Rule(name="last", runbook="hello", source="schedule", cron="0 8 * * *", timezone="America/New_York",
+                calendar=Calendar("XNYS", "last-session-of-month", "skip"))
+    daily = Rule(name="daily", runbook="hello", source="schedule", cron="0 8 * * *", timezone="America/New_York",
+                 calendar=Calendar("XNYS", "session", "skip"))
+    inbox, intake = _intake(tmp_path, [last, daily])
+    fired: dict[str, list[str]] = {"last": [], "daily": []}
+    tick([last, daily], inbox, intake, now=_epoch("2026-11-25T12:00:00"))  # armed (13:00 UTC = 08:00 New York)
+    for day in ("2026-11-25", "2026-11-26", "2026-11-27", "2026-11-28", "2026-11-30"):
+        for decision in tick([last, daily], inbox, intake, now=_epoch(f"{day}T13:00:05")):
+            fired[decision["rule"]].append(day)
+    assert fired == {"last": ["2026-11-30"], "daily": ["2026-11-25", "2026-11-30"]}
+    reasons = [entry["what"] for entry in inbox.schedule_log("daily")]
+    assert any("early close" in r for r in reasons) and any("not an XNYS session" in r for r in reasons)
