@@ -29,6 +29,13 @@ def _shown(result: Any) -> Any:
     return {k: v for k, v in result.items() if k not in _HIDDEN} if isinstance(result, dict) else result
 
 
+def _facts(result: Any, limit: int = 300) -> str:
+    """A result as `key=value` pairs (stdout and stderr left to the artifacts), for one summary line."""
+    if not isinstance(result, dict):
+        return _value(result, limit)
+    return _value(", ".join(f"{k}={_json(v)}" for k, v in sorted(result.items()) if k not in _HIDDEN), limit)
+
+
 def account(fields: dict[str, Any], events: list[dict[str, Any]], signer: str | None) -> dict[str, Any]:
     """What a reader needs, in reading order: the summary facts, then every detail (one model, two renderings)."""
     kinds = {e["step"]: (e["data"] or {}).get("kind") for e in events if e["type"] == "step_started"}
@@ -47,9 +54,9 @@ def account(fields: dict[str, Any], events: list[dict[str, Any]], signer: str | 
             diffs.append({"step": step, "path": (plan or result).get("path"), "diff": diff})
         if data.get("rollback"):
             rollbacks.append({"step": step, "status": data.get("status"), "error": data.get("error"), "ts": event["ts"],
-                              "what": _value(plan["summary"] if plan else _shown(result), 300)})
+                              "what": _value(plan["summary"]) if plan else _facts(result)})
         elif kinds.get(step) == "action" or data.get("mutates"):
-            what = plan["summary"] if plan else (data.get("error") or _value(_shown(result), 300))
+            what = plan["summary"] if plan else (data.get("error") or _facts(result))
             changed.append({"step": step, "status": data.get("status"), "what": what, "ts": event["ts"]})
         elif kinds.get(step) in ("check", "wait"):
             checks.append({"step": step, "status": data.get("status"), "error": data.get("error"),
@@ -82,6 +89,7 @@ def account(fields: dict[str, Any], events: list[dict[str, Any]], signer: str | 
         why = (paused["data"] or {}).get("reason", "") if paused else ""
     else:
         why = "the run has not finished (interrupted); `runbook resume` continues it"
+    failed = [f for f in failed if str(f["error"]) not in why]
     return {
         "fields": fields, "outcome": outcome, "why": why, "failed": failed, "ended_at_step": ended_at,
         "changed": changed, "rollbacks": rollbacks, "approvals": approvals, "checks": checks, "decisions": decisions,

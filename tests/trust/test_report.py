@@ -108,7 +108,7 @@ def test_report_labels_rollbacks_and_failures(root: Path) -> None:
     cli(root, "resume", bundle.name, check=10)
     text, _ = page(bundle / "report.html")
     summary = text.partition("Timeline")[0]
-    assert "Outcome BUSINESS_REJECT (exit 10)" in summary and "step confirm failed" in summary
+    assert "Outcome BUSINESS_REJECT (exit 10)" in summary and "Why step 'confirm' failed" in summary
     assert "Rolled back undo ok" in summary
     assert "step_finished (rollback) undo" in text
     assert "## Rollbacks" in (bundle / "report.md").read_text()
