@@ -149,10 +149,22 @@ def resolve_params(runbook: Runbook, file_values: dict[str, Any], cli_values: di
     supplied = bool(file_values or cli_values)
     missing = [n for n, s in declared.items() if n not in values and not (isinstance(s, dict) and "default" in s)]
     if missing:
-        raise InvalidRunbook([Problem(str(runbook.path), None, None, None, f"missing required param '{m}'") for m in missing])
+        raise InvalidRunbook([_declaration_problem(runbook, m, f"missing required param '{m}' (expected --param {m}=VALUE "
+                                                               f"or a value in --params-file)") for m in missing])
     if supplied:
         _check_types(runbook, values, file_values, cli_values)
     return values
+
+
+def _declaration_problem(runbook: Runbook, name: str, message: str) -> Problem:
+    """A problem located where the runbook declares param `name`."""
+    from engine.loader import load_file
+
+    try:
+        doc = load_file(runbook.path)
+    except InvalidRunbook:
+        return Problem(str(runbook.path), None, None, None, message)
+    return doc.problem(("params", name), message)
 
 
 def _check_types(runbook: Runbook, values: dict[str, Any], file_values: dict[str, Any],
@@ -165,8 +177,10 @@ def _check_types(runbook: Runbook, values: dict[str, Any], file_values: dict[str
         path = tuple(error.absolute_path)
         name = str(path[0]) if path else "?"
         message = f"param '{'/'.join(map(str, path)) or '?'}': {_short(error.message)}"
-        if name in cli_values or name not in file_values:
-            problems.append(Problem("--param" if name in cli_values else str(runbook.path), None, None, None, message))
+        if name in cli_values:
+            problems.append(Problem("--param", None, None, None, message))
+        elif name not in file_values:
+            problems.append(_declaration_problem(runbook, name, message))
         else:
             problems.append(_file_problem(file_values, path, message))
     if problems:

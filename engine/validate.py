@@ -8,6 +8,7 @@ own JSON Schema, and the names used in expressions and templates.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,6 +50,7 @@ def validate_document(
         return None, [doc.problem((), f"expected a mapping with runbook, title, version, steps, got {_type_name(data)}")]
     problems = _schema_problems(doc)
     problems += _structure_problems(doc)
+    problems += _param_schema_problems(doc)
     if problems:
         return None, _sorted(problems + _partial_problems(doc, registry))
     runbook = build_runbook(data, doc.path, doc.sha256, doc.positions)
@@ -167,6 +169,58 @@ def _schema_problem(doc: Document, error: Any, prefix: Key, step: str | None = N
     if validator == "oneOf" and path[-2:-1] == ("decide",):
         return doc.problem(path, f"{what}: expected {{if: EXPR, goto: ID}} or {{else: ID}}", step)
     return doc.problem(path, f"{what}: {error.message}", step)
+
+
+# -- param schemas ------------------------------------------------------------
+
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)(?:[+*]|\{\d*,)")
+
+
+def _param_schema_problems(doc: Document) -> list[Problem]:
+    """Each param's JSON Schema must be usable when the run's values are checked against it."""
+    from jsonschema import Draft202012Validator
+
+    params = doc.data.get("params")
+    if not isinstance(params, dict):
+        return []
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    problems = []
+    for name, schema in params.items():
+        if not isinstance(schema, dict):
+            continue
+        key: Key = ("params", name)
+        for error in meta.iter_errors(schema):
+            where = "/".join(str(p) for p in error.absolute_path) or "schema"
+            problems.append(doc.problem(key + tuple(error.absolute_path),
+                                        f"param '{name}': {where}: {_short(error.message)} (expected a valid JSON Schema)"))
+        for path, kind, value in _schema_walk(schema):
+            if kind in ("$ref", "$dynamicRef"):
+                problems.append(doc.problem(key + path, f"param '{name}': {kind} is not supported in params "
+                                                        f"(expected an inline schema)"))
+            elif kind == "pattern" and isinstance(value, str) and _NESTED_QUANTIFIER.search(value):
+                problems.append(doc.problem(key + path, f"param '{name}': pattern {value!r} repeats a repeated group, "
+                                                        f"which can take exponential time (expected a simpler pattern)"))
+    return problems
+
+
+_DATA_KEYWORDS = {"default", "examples", "const", "enum", "description", "title"}
+
+
+def _schema_walk(schema: Any, path: Key = ()) -> Iterable[tuple[Key, str, Any]]:
+    stack: list[tuple[Any, Key]] = [(schema, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield where + (k,), str(k), v
+                if k not in _DATA_KEYWORDS:
+                    stack.append((v, where + (k,)))
+        elif isinstance(node, list):
+            stack.extend((v, where + (i,)) for i, v in enumerate(node))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 # -- structure ----------------------------------------------------------------

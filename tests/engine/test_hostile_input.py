@@ -219,6 +219,30 @@ def test_hostile_command_line_values(params_ws: Workspace, args: list[str], code
     assert not (params_ws.root / "marker.txt").exists()
 
 
+PARAM_SCHEMAS: dict[str, tuple[str, str]] = {
+    "invalid regex": ("  s: {type: string, default: a, pattern: '['}\n", "pattern: '[' is not a 'regex'"),
+    "catastrophic regex": ("  s: {type: string, default: a, pattern: '(a+)+$'}\n",
+                           "pattern '(a+)+$' repeats a repeated group, which can take exponential time"),
+    "remote $ref": ("  s: {$ref: 'http://example.com/schema.json'}\n", "$ref is not supported in params"),
+    "wrong keyword type": ("  s: {type: string, minLength: -1}\n", "(expected a valid JSON Schema)"),
+}
+
+
+@pytest.mark.parametrize("case", PARAM_SCHEMAS.values(), ids=list(PARAM_SCHEMAS))
+def test_param_schemas_that_would_fail_at_run_time_are_refused_by_validate(ws: Workspace, case: tuple[str, str]) -> None:
+    """A param schema that would crash, hang or fetch when values are checked: exit 20, located at the param."""
+    ws.write("runbooks/hostile.yaml", runbook(params=case[0]))
+    for command in (["validate", "runbooks/hostile.yaml"], ["run", "hostile", "--no-input", "--param", "s=" + "a" * 40 + "!"]):
+        assert_refused(ws, ws.cli(*command), r"7:\d+", case[1])
+
+
+def test_a_missing_param_is_located_at_its_declaration(ws: Workspace) -> None:
+    """No value for a param without a default: the message points at the declaration and says how to give one."""
+    ws.write("runbooks/hostile.yaml", runbook(params="  s: {type: string}\n"))
+    result = ws.cli("run", "hostile", "--no-input")
+    assert_refused(ws, result, "7:6", "missing required param 's' (expected --param s=VALUE or a value in --params-file)")
+
+
 # -- runbook.yaml ------------------------------------------------------------------------------------
 
 
