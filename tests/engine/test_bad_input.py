@@ -200,7 +200,7 @@ def test_a_ten_megabyte_file_is_rejected_by_size(ws: Workspace) -> None:
     ws.write("runbooks/bad.yaml", HEAD + "# padding padding padding\n" * (10 * 1024 * 1024 // 26))
     result = ws.cli("run", "bad")
     assert_rejected(ws, result, 20)
-    assert re.search(r"bad\.yaml: file is \d+ bytes \(expected at most \d+ bytes", result.err), result.err
+    assert re.search(r"bad\.yaml:1:1: file is \d+ bytes \(expected at most \d+ bytes", result.err), result.err
 
 
 def test_all_problems_of_a_file_are_reported_at_once(ws: Workspace) -> None:
