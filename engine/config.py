@@ -136,9 +136,12 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
     if core.get("root"):
         core["root"] = str(resolve(core["root"]))
     signing_key = resolve(merged["signing"]["key"]) if (merged.get("signing") or {}).get("key") else None
-    if signing_key is not None and not signing_key.is_file():
-        raise InvalidRunbook([Problem(str(source), None, None, None, f"signing.key: {signing_key} is not a file "
-                                      "(make a key pair with `runbook keys generate NAME`)")])
+    if signing_key is not None:
+        from engine.keys import check_private
+
+        problem = check_private(signing_key)
+        if problem:
+            raise InvalidRunbook([Problem(str(source), None, None, None, f"signing.key: {problem}")])
     unusable = [(key, message) for key in ("state_dir", "evidence_dir")
                 if (message := _unusable_directory(key, resolve(merged[key]))) is not None]
     if unusable:

@@ -337,7 +337,8 @@ def verify_bundle(directory: Path, keys: Sequence[tuple[str, Any]] = ()) -> dict
     chain = scan_chain(directory / EVENTS, keep=False)
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
-        raise StateCorrupt(f"{manifest_path}: missing manifest")
+        raise StateCorrupt(f"{manifest_path}: missing: the bundle was never sealed (its run is still running or its "
+                           "process died; `runbook resume` seals it) or the manifest was removed")
     try:
         text = manifest_path.read_text(encoding="utf-8")
         manifest = json.loads(text)

@@ -88,3 +88,14 @@ def load_public(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise UsageError(f"--key {path}: not an Ed25519 public key")
     return key
+
+
+def check_private(path: Path) -> str | None:
+    """Why `path` cannot sign bundles (missing, unreadable, not an unencrypted Ed25519 PEM key), or None."""
+    if not path.is_file():
+        return f"{path} is not a file (make a key pair with `runbook keys generate NAME`)"
+    try:
+        load_private(path)
+    except InvalidRunbook as exc:
+        return f"{path}: {exc.problems[0].message}"
+    return None

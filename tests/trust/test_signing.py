@@ -172,12 +172,13 @@ def test_the_signing_key_never_reaches_a_step_or_any_file(tmp_path: Path) -> Non
 
 
 def test_a_missing_signing_key_stops_before_anything_runs(tmp_path: Path) -> None:
-    """`signing: {key: nowhere.key}`: exit 20 naming the setting; no bundle is written."""
+    """`signing: {key: ...}` naming no file, or a public key: exit 20 naming the setting; nothing runs."""
     root = signed_workspace(tmp_path)
-    (root / "runbook.yaml").write_text("signing: {key: keys/nowhere.key}\n")
-    done = cli(root, "run", "audited", "--no-input", check=20)
-    assert "signing.key" in done.stderr
-    assert not (root / "out.txt").exists()
+    for key in ("keys/nowhere.key", "keys/signer.pub"):
+        (root / "runbook.yaml").write_text(f"signing: {{key: {key}}}\n")
+        done = cli(root, "run", "audited", "--no-input", check=20)
+        assert "signing.key" in done.stderr and key.split("/")[1] in done.stderr
+        assert not (root / "out.txt").exists() and not (root / "evidence").exists()
 
 
 def test_hmac_signing_is_retired(tmp_path: Path) -> None:
