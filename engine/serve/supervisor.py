@@ -235,6 +235,12 @@ class Supervisor:
                                      outcome=None if row.attempts < MAX_ATTEMPTS else "INTERNAL_ERROR",
                                      note=f"could not start the run process: {exc}")
                 return
+        if self.stopping:  # stopped while the worker started: give it nothing, the event stays to start
+            _close_stdin(worker.proc)
+            await worker.proc.wait()
+            self._forget(worker.driver)
+            self.inbox.set_state(row.run_id, "pending" if kind == "start" else "resume", note="serve stopped first")
+            return
         self._refill()
         self.inbox.set_driver(row.run_id, worker.driver)
         proc = worker.proc
