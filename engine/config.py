@@ -173,12 +173,20 @@ def _template_limit(merged: dict[str, Any], key: str) -> float:
 
 def _unusable_directory(key: str, path: Path) -> str | None:
     """Why `path` cannot be used as a directory (a file stands where it or a parent should be), or None."""
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            if candidate.is_dir():
+    expected = "(expected a directory, or a path where one can be made)"
+    if "\0" in str(path):
+        return f"{key}: {str(path)!r} contains a NUL character {expected}"
+    try:
+        for candidate in (path, *path.parents):
+            if candidate.exists():
+                if not candidate.is_dir():
+                    where = "" if candidate == path else f" ({candidate} is a file)"
+                    return f"{key}: {path} is not a directory{where} {expected}"
+                if candidate != path and not os.access(candidate, os.W_OK | os.X_OK):
+                    return f"{key}: {path} cannot be made ({candidate} is not writable) {expected}"
                 return None
-            where = "" if candidate == path else f" ({candidate} is a file)"
-            return f"{key}: {path} is not a directory{where} (expected a directory, or a path where one can be made)"
+    except (OSError, ValueError) as exc:
+        return f"{key}: {str(path)!r} is not a usable path ({exc}) {expected}"
     return None
 
 

@@ -251,7 +251,8 @@ def test_a_missing_param_is_located_at_its_declaration(ws: Workspace) -> None:
     ("state_dir: a_file\n", "1:12", "state_dir: {root}/a_file is not a directory (expected a directory"),
     ("evidence_dir: a_file/below\n", "1:15", "a_file is a file) (expected a directory"),
     ("kill_switch: K\x07\n", "1:15", "unacceptable character #x0007"),
-], ids=["billion laughs", "state_dir is a file", "evidence_dir under a file", "control character"])
+    ('evidence_dir: "ev\\x00"\n', "1:15", "contains a NUL character (expected a directory"),
+], ids=["billion laughs", "state_dir is a file", "evidence_dir under a file", "control character", "NUL in a path"])
 def test_bad_runbook_yaml_is_a_located_configuration_error(params_ws: Workspace, config: str, where: str,
                                                            expected: str) -> None:
     """runbook.yaml problems: exit 20, runbook.yaml:line:col and what was expected, for every command."""
