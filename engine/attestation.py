@@ -77,10 +77,6 @@ def check(directory: Path, files: Mapping[str, str], predicate: Mapping[str, Any
           keys: Sequence[tuple[str, Ed25519PublicKey]]) -> dict[str, Any]:
     """The envelope must name exactly `files` and `predicate`; with `keys` ((label, key) pairs) its signature
     must verify by one of them. Returns {signed, checked, keyid, key}; StateCorrupt naming what is wrong."""
-    from cryptography.exceptions import InvalidSignature
-
-    from engine.keys import key_id
-
     path = directory / ATTESTATION
     if not path.exists():
         if keys:
@@ -118,6 +114,10 @@ def check(directory: Path, files: Mapping[str, str], predicate: Mapping[str, Any
     claimed = signatures[0][0]
     if not keys:
         return {"signed": True, "checked": False, "keyid": claimed, "key": None}
+    from cryptography.exceptions import InvalidSignature
+
+    from engine.keys import key_id
+
     signed = pae(PAYLOAD_TYPE, payload)
     for label, public in keys:
         kid = key_id(public)
