@@ -330,7 +330,7 @@ def _check_new_run_id(ws: Any, run_id: str) -> None:
     """--run-id: the shape of `new_run_id`, and no run with that id yet (a run id is never reused)."""
     import re
 
-    if not re.fullmatch(r"\d{8}T\d{6}Z-[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{6}", run_id):
+    if not re.fullmatch(r"\d{8}T\d{6}Z-[a-z0-9][a-z0-9-]*-[0-9a-f]{6}", run_id):
         raise UsageError(f"--run-id {run_id!r}: expected YYYYMMDDTHHMMSSZ-RUNBOOK-XXXXXX (as `runbook runs` shows)")
     if ws.store.path(run_id).exists():
         raise UsageError(f"--run-id {run_id}: a run with this id already exists")
