@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.errors import InvalidRunbook, Problem
 
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
 _NAME_LINE = re.compile(r"^runbook:\s*['\"]?([A-Za-z0-9_-]+)['\"]?\s*(#.*)?$", re.MULTILINE)
 
 
@@ -49,9 +50,10 @@ class Library:
     def find(self, name_or_path: str) -> Path:
         """The file of a runbook given its name, or a path to a file."""
         as_path = Path(name_or_path)
-        if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
+        if as_path.suffix in (".yaml", ".yml") and _is_file(as_path):
             return as_path.resolve()
-        for root in self.paths:
+        plain = _PLAIN_NAME.match(name_or_path) is not None
+        for root in self.paths if plain else ():
             for candidate in (root.rglob(f"{name_or_path}.yaml") if root.is_dir() else []):
                 if _declared_name(candidate) == name_or_path:
                     return candidate
@@ -61,6 +63,13 @@ class Library:
             raise InvalidRunbook([Problem(name_or_path, None, None, None,
                 f"no runbook named '{name_or_path}' (searched {searched}; `runbook list` shows the library)")])
         return matches[0]
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _declared_name(path: Path) -> str:

@@ -243,6 +243,16 @@ def test_a_missing_param_is_located_at_its_declaration(ws: Workspace) -> None:
     assert_refused(ws, result, "7:6", "missing required param 's' (expected --param s=VALUE or a value in --params-file)")
 
 
+@pytest.mark.parametrize("name", ["**", "/", "[", "x" * 5000, "x" * 5000 + ".yaml", "../../etc/passwd"],
+                         ids=["glob", "root", "bracket", "5000 characters", "5000-character path", "outside"])
+def test_odd_runbook_names_are_unknown_runbooks(params_ws: Workspace, name: str) -> None:
+    """A name that is a glob, a directory or too long for the file system: exit 20 naming it, no crash."""
+    result = params_ws.cli("run", name, "--no-input")
+    assert result.code == 20, result.text
+    assert "no runbook named" in result.err and "internal error" not in result.text
+    assert not (params_ws.root / "marker.txt").exists()
+
+
 # -- runbook.yaml ------------------------------------------------------------------------------------
 
 
