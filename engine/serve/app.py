@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from engine.serve.rules import ServeSettings
 from engine.serve.supervisor import Supervisor
 
 MAX_BODY = 1024 * 1024
+log = logging.getLogger("runbook.serve")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
@@ -114,6 +116,9 @@ class Server:
         return JSONResponse({"decisions": decisions}, status_code=202)
 
     def _wake(self, decisions: list[dict[str, Any]]) -> None:
+        for d in decisions:
+            log.info("%s rule=%s alert=%s run=%s", d["decision"], d["rule"] or "-", d["alert"] or "-",
+                     d["run_id"] or "-")
         if any(d["decision"] == "started" for d in decisions):
             self.supervisor.wake.set()
 
@@ -241,6 +246,7 @@ def create_app(config: Config, settings: ServeSettings) -> Starlette:
 def serve(config: Config, listen: str | None = None) -> int:
     """Run the server until SIGTERM or Ctrl-C; runs it drives are left resumable. Exit 0."""
     import signal
+    import sys
 
     import uvicorn
 
@@ -262,6 +268,7 @@ def serve(config: Config, listen: str | None = None) -> int:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     app = create_app(config, settings)
     uv_config = uvicorn.Config(app, host=host, port=int(port), loop="asyncio", http="h11", lifespan="on",
                                log_level="warning", access_log=False, timeout_keep_alive=5,

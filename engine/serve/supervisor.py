@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import signal
@@ -34,6 +35,7 @@ from engine.serve.inbox import Inbox, Row
 from engine.serve.metrics import Metrics
 
 MAX_ATTEMPTS = 5
+log = logging.getLogger("runbook.serve")
 _OUTCOME_BY_CODE = {code: outcome.value for outcome, code in EXIT_CODES.items()}
 
 
@@ -243,6 +245,8 @@ class Supervisor:
             return
         self._refill()
         self.inbox.set_driver(row.run_id, worker.driver)
+        log.info("%s %s (%s, rule %s)", "starting" if kind == "start" else "resuming", row.run_id, row.runbook,
+                 row.rule)
         proc = worker.proc
         self.procs[row.run_id] = proc
         self.metrics.running.set(len(self.procs))
@@ -304,6 +308,7 @@ class Supervisor:
 
     def _done(self, row: Row, record: RunRecord) -> None:
         outcome = record.outcome or "INTERNAL_ERROR"
+        log.info("run %s (%s, rule %s) ended %s", row.run_id, record.runbook, row.rule, outcome)
         self.inbox.set_state(row.run_id, "done", outcome=outcome)
         self.metrics.runs.labels(record.runbook, outcome).inc()
         duration = _seconds_between(record.started_at, record.ended_at)
