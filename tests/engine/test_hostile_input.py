@@ -243,7 +243,7 @@ def test_a_missing_param_is_located_at_its_declaration(ws: Workspace) -> None:
     assert_refused(ws, result, "7:6", "missing required param 's' (expected --param s=VALUE or a value in --params-file)")
 
 
-@pytest.mark.parametrize("name", ["**", "/", "[", "x" * 5000, "x" * 5000 + ".yaml", "../../etc/passwd"],
+@pytest.mark.parametrize("name", ["**", "/", "[", "x" * 5000, "x" * 5000 + ".yaml", "../../etc/hosts"],
                          ids=["glob", "root", "bracket", "5000 characters", "5000-character path", "outside"])
 def test_odd_runbook_names_are_unknown_runbooks(params_ws: Workspace, name: str) -> None:
     """A name that is a glob, a directory or too long for the file system: exit 20 naming it, no crash."""
