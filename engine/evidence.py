@@ -335,29 +335,44 @@ def verify_bundle(directory: Path, keys: Sequence[tuple[str, Any]] = ()) -> dict
     from engine import attestation
 
     chain = scan_chain(directory / EVENTS, keep=False)
-    manifest_path = directory / MANIFEST
-    if not manifest_path.exists():
-        raise StateCorrupt(f"{manifest_path}: missing: the bundle was never sealed (its run is still running or its "
+    manifest = _read_manifest(directory / MANIFEST, chain)
+    present = bundle_files(directory)
+    _check_files(directory, chain, manifest, present)
+    expected = _check_fields(directory / MANIFEST, manifest, chain)
+    _check_seal(directory, chain, present)
+    signature = attestation.check(directory, {**present, MANIFEST: sha256_file(directory / MANIFEST)},
+                                  attestation_predicate(manifest), keys)
+    return {"directory": str(directory), "events": chain.count, "files": len(present), "last_event_hash": chain.last_hash,
+            "outcome": expected["outcome"], "run_id": expected["run_id"], "signature": signature,
+            "signed": signature["signed"]}
+
+
+def _read_manifest(path: Path, chain: Chain) -> dict[str, Any]:
+    """manifest.json, exactly as the engine writes it, ending where the chain ends."""
+    if not path.exists():
+        raise StateCorrupt(f"{path}: missing: the bundle was never sealed (its run is still running or its "
                            "process died; `runbook resume` seals it) or the manifest was removed")
     try:
-        text = manifest_path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
         manifest = json.loads(text)
     except ValueError:
-        raise StateCorrupt(f"{manifest_path}: not valid JSON") from None
-    if not isinstance(manifest, dict):
-        raise StateCorrupt(f"{manifest_path}: not a JSON object")
+        raise StateCorrupt(f"{path}: not valid JSON") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise StateCorrupt(f"{path}: not a manifest (a JSON object with a files mapping)")
     if text != _manifest_text(manifest):
-        raise StateCorrupt(f"{manifest_path}: not byte for byte the manifest the engine writes (edited)")
+        raise StateCorrupt(f"{path}: not byte for byte the manifest the engine writes (edited)")
     if manifest.get("last_event_hash") != chain.last_hash or manifest.get("event_count") != chain.count:
-        raise StateCorrupt(f"{manifest_path}: last_event_hash/event_count do not match the event log "
+        raise StateCorrupt(f"{path}: last_event_hash/event_count do not match the event log "
                            "(records added or removed)")
-    present = bundle_files(directory)
+    return manifest
+
+
+def _check_files(directory: Path, chain: Chain, manifest: dict[str, Any], present: dict[str, str]) -> None:
+    """Artifacts match their events; the manifest lists exactly the files there are; no file is unaccounted for."""
     problem = _artifact_problem(directory, chain, present)
     if problem:
         raise StateCorrupt(problem)
-    listed = manifest.get("files")
-    if not isinstance(listed, dict):
-        raise StateCorrupt(f"{manifest_path}: files: expected a mapping of path to sha256")
+    listed = manifest["files"]
     for name in sorted(set(listed) | set(present)):
         if name not in present:
             raise StateCorrupt(f"{directory / name}: file listed in the manifest is missing")
@@ -372,33 +387,37 @@ def verify_bundle(directory: Path, keys: Sequence[tuple[str, Any]] = ()) -> dict
     unnamed = sorted(set(present) - named)
     if unnamed:
         raise StateCorrupt(f"{directory / unnamed[0]}: no artifact event records this file (added after the run)")
+
+
+def _check_fields(path: Path, manifest: dict[str, Any], chain: Chain) -> dict[str, Any]:
+    """Every run field of the manifest equals what the chain says; none missing, none added."""
     expected = manifest_fields(chain)
     for key in sorted(set(manifest) - {"files", "last_event_hash", "event_count"} | set(expected)):
         if key not in expected:
-            raise StateCorrupt(f"{manifest_path}: field '{key}' is not backed by the event log (added)")
+            raise StateCorrupt(f"{path}: field '{key}' is not backed by the event log (added)")
         if manifest.get(key, _ABSENT) != expected[key]:
-            raise StateCorrupt(f"{manifest_path}: {key} {_short(manifest.get(key, '(absent)'))} does not match "
+            raise StateCorrupt(f"{path}: {key} {_short(manifest.get(key, '(absent)'))} does not match "
                                f"the event log ({_short(expected[key])})")
-    seal = chain.last
-    if seal.get("type") != SEALED:
-        raise StateCorrupt(f"{chain.path}:{chain.count}: the log does not end with its {SEALED} record "
-                           "(records added after sealing)")
-    sealed = seal.get("data") or {}
+    return expected
+
+
+def _check_seal(directory: Path, chain: Chain, present: dict[str, str]) -> None:
+    """The chain ends with its bundle_sealed record, whose report digests and signer the bundle still has."""
+    from engine.attestation import signer_of
+
+    where = f"{chain.path}:{chain.count}"
+    if chain.last.get("type") != SEALED:
+        raise StateCorrupt(f"{where}: the log does not end with its {SEALED} record (records added after sealing)")
+    sealed = chain.last.get("data") or {}
     for name, digest in sorted((sealed.get("reports") or {}).items()):
         if present.get(name) != digest:
-            raise StateCorrupt(f"{directory / name}: edited after sealing (sha256 differs from the {SEALED} record, "
-                               f"{chain.path}:{chain.count})")
-    signer = attestation.signer_of(directory)
-    if sealed.get("signer") != signer:
-        raise StateCorrupt(f"{directory / ATTESTATION}: " + (
-            f"missing, but the bundle was sealed signed by key id {sealed['signer']}" if signer is None else
-            f"claims key id {signer}, but the bundle was sealed {'by ' + str(sealed['signer']) if sealed.get('signer') else 'unsigned'}")
-            + f" ({chain.path}:{chain.count})")
-    signature = attestation.check(directory, {**present, MANIFEST: sha256_file(manifest_path)},
-                                  attestation_predicate(manifest), keys)
-    return {"directory": str(directory), "events": chain.count, "files": len(listed), "last_event_hash": chain.last_hash,
-            "outcome": expected["outcome"], "run_id": expected["run_id"], "signature": signature,
-            "signed": signature["signed"]}
+            raise StateCorrupt(f"{directory / name}: edited after sealing (sha256 differs from the {SEALED} "
+                               f"record, {where})")
+    signer, expected = signer_of(directory), sealed.get("signer")
+    if signer != expected:
+        claim = (f"missing, but the bundle was sealed signed by key id {expected}" if signer is None
+                 else f"claims key id {signer}, but the bundle was sealed {'by ' + str(expected) if expected else 'unsigned'}")
+        raise StateCorrupt(f"{directory / ATTESTATION}: {claim} ({where})")
 
 
 _ABSENT = object()
