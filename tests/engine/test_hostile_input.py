@@ -394,3 +394,27 @@ def test_any_params_file_gives_values_or_problems_located_in_it(tmp_path_factory
     except InvalidRunbook as exc:
         for problem in exc.problems:
             assert problem.path == str(path) and problem.line is not None, problem
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_through_the_cli_a_mutated_runbook_is_run_only_if_valid(tmp_path_factory: pytest.TempPathFactory,
+                                                                data: Any) -> None:
+    """Property through the real CLI: exit codes of SPEC 3, no internal error, nothing run when invalid."""
+    from tests.conftest import Workspace as CliWorkspace
+
+    ws = CliWorkspace(tmp_path_factory.mktemp("cli"))
+    text = runbook(params="  n: {type: integer, default: 1}\n",
+                   steps="  - id: x\n    check: noop\n    with: {value: '{{ params.n }}'}\n    expect: result.value == 1\n")
+    at = data.draw(st.integers(0, len(text)))
+    mutated = text[:at] + data.draw(st.sampled_from(SNIPPETS)) + text[at:]
+    (ws.root / "runbooks" / "hostile.yaml").write_bytes(mutated.encode("utf-8", "surrogatepass"))
+    checked = ws.cli("validate", "runbooks/hostile.yaml")
+    ran = ws.cli("run", "runbooks/hostile.yaml", "--no-input")
+    for result in (checked, ran):
+        assert result.code in SPEC_EXIT_CODES and "internal error" not in result.text, result.text
+        for line in result.err.splitlines():
+            if "hostile.yaml" in line and "evidence" not in line:
+                assert re.search(r"hostile\.yaml:\d+:\d+: ", line), line
+    if checked.code == 20:
+        assert ran.code == 20 and not (ws.root / "marker.txt").exists(), ran.text
