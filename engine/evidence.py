@@ -218,26 +218,26 @@ def scan_chain(path: Path, keep: bool = True) -> Chain:
     prev, seq = GENESIS, 0
     sha256 = hashlib.sha256
     record: dict[str, Any] = {}
+    key_at, key_end = -_SUFFIX, -_SUFFIX + len(_HASH_KEY)
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            if not line.endswith(b"\n"):
-                raise StateCorrupt(f"{where}: truncated record")
-            if len(line) <= _SUFFIX or line[-_SUFFIX:-_SUFFIX + len(_HASH_KEY)] != _HASH_KEY:
-                raise StateCorrupt(f"{where}: not a valid event record (no trailing hash)")
-            body = line[:-_SUFFIX] + b"}"
-            claimed = line[-_SUFFIX + len(_HASH_KEY):-3].decode("ascii", errors="replace")
+            if line[-1:] != b"\n":
+                raise StateCorrupt(f"{path}:{number}: truncated record")
+            if len(line) <= _SUFFIX or line[key_at:key_end] != _HASH_KEY:
+                raise StateCorrupt(f"{path}:{number}: not a valid event record (no trailing hash)")
+            body = line[:key_at] + b"}"
+            claimed = line[key_end:-3].decode("ascii", errors="replace")
             try:
                 record = _record(body, keep)
             except ValueError:
-                raise StateCorrupt(f"{where}: not a valid event record") from None
+                raise StateCorrupt(f"{path}:{number}: not a valid event record") from None
             if sha256(body).hexdigest() != claimed:
-                raise StateCorrupt(f"{where}: record seq {record.get('seq')} was modified (hash mismatch)")
+                raise StateCorrupt(f"{path}:{number}: record seq {record.get('seq')} was modified (hash mismatch)")
             if record.get("prev") != prev:
-                raise StateCorrupt(f"{where}: record seq {record.get('seq')} does not follow the previous record "
-                                   "(chain broken)")
+                raise StateCorrupt(f"{path}:{number}: record seq {record.get('seq')} does not follow the previous "
+                                   "record (chain broken)")
             if record.get("seq") != seq + 1:
-                raise StateCorrupt(f"{where}: expected seq {seq + 1}, found {record.get('seq')} "
+                raise StateCorrupt(f"{path}:{number}: expected seq {seq + 1}, found {record.get('seq')} "
                                    "(record missing or reordered)")
             record["hash"] = claimed
             prev, seq = claimed, seq + 1
