@@ -8,6 +8,7 @@ chain, so `evidence verify` notices any edit, key or no key.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,20 @@ def _write(path: Path, text: str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_warned: list[str] = []
+
+
+def _warn_legacy_key(config: Config) -> None:
+    """Say once per process that a set RUNBOOK_SIGNING_KEY no longer signs anything (never its value)."""
+    from engine.secrets import engine_key
+
+    if not _warned and engine_key(config.signing_key_env):
+        _warned.append(config.signing_key_env)
+        print(f"runbook: {config.signing_key_env} is set, but HMAC signing is retired and this bundle is not "
+              "signed; sign with Ed25519: `runbook keys generate NAME` and `signing: {key: NAME.key}` in runbook.yaml",
+              file=sys.stderr)
+
+
 def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> dict[str, Any]:
     """Write report.md and report.html for the closed event log in `directory`, record their sha256 (and the
     signer) in a final `bundle_sealed` event, write manifest.json and, with `signing.key`, attestation.dsse.json,
@@ -49,6 +64,8 @@ def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> di
     if chain.last_hash != last_hash or chain.count != seq:
         raise StateCorrupt(f"{directory / EVENTS}: ends at seq {chain.count}, but the run wrote up to seq {seq}")
     key = load_private(config.signing_key) if config.signing_key else None
+    if key is None:
+        _warn_legacy_key(config)
     signer = key_id(key.public_key()) if key is not None else None
     fields = manifest_fields(chain)
     markdown, page = render_reports(fields, chain.events, signer)

@@ -194,6 +194,8 @@ def test_hmac_signing_is_retired(tmp_path: Path) -> None:
                           env={**__import__("tests.trust.helpers", fromlist=["env"]).env(),
                                "RUNBOOK_SIGNING_KEY": "legacy-hmac-key"})
     assert done.returncode == 0, done.stderr
+    assert "RUNBOOK_SIGNING_KEY is set, but HMAC signing is retired" in done.stderr
+    assert "legacy-hmac-key" not in done.stdout + done.stderr
     bundle = Path(json.loads(done.stdout)["evidence_dir"])
     assert "signature" not in json.loads((bundle / "manifest.json").read_text())
     assert not (bundle / "attestation.dsse.json").exists()
