@@ -3,7 +3,10 @@
 Expressions (`expect`, `if`, `when`, `until`, `for_each`) are bare Jinja2
 expressions. Template values (`with`, `message`, `prompt`, `idempotency_key`)
 are rendered; a value that is exactly one `{{ expr }}` keeps its native type.
-Undefined names raise; so do blocked attributes and oversized results.
+Undefined names raise; so do blocked attributes. Every render is bounded in time
+and size (engine.sandbox, SPEC 4.2). Sources are checked when parsed: size,
+nesting and `_`-prefixed attributes are refused with a message, so `validate`
+reports them located instead of a run failing (or the parser overflowing).
 """
 
 from __future__ import annotations
