@@ -182,6 +182,7 @@ def cmd_ops(name: str) -> Any:
         core = _core(a)
         calls = {
             "promotion-gate": lambda: t.promotion_gate(core, a.run_id, a.experiment, a.strict),
+            "incident-ack": lambda: t.incident_ack(core, a.run_id, a.incident_id, a.ack_by, a.notes),
             "rebalance": lambda: {
                 "data-qa": lambda: t.data_qa(core, a.source),
                 "refetch": lambda: t.refetch(core, a.provider),
@@ -207,6 +208,11 @@ def _add_ops(add: Any) -> None:
     sp.add_argument("--run-id", required=True)
     sp.add_argument("--experiment", required=True)
     sp.add_argument("--strict", action="store_true")
+    sp = add("incident-ack", cmd_ops("incident-ack"), "seed 001 scripts/incident_ack.py")
+    sp.add_argument("--run-id", required=True)
+    sp.add_argument("--incident-id", required=True)
+    sp.add_argument("--ack-by", required=True)
+    sp.add_argument("--notes", default="")
     sp = add("rebalance", cmd_ops("rebalance"), "seed 003 rebalance system tools")
     rb = sp.add_subparsers(dest="rb_command", required=True)
     rb.add_parser("data-qa", help="data QA suite").add_argument(

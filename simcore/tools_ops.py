@@ -74,6 +74,20 @@ def promotion_gate(core: Core, run_id: str, experiment: str, strict: bool) -> Ou
     return _out(0 if passed else 1, report, f"PROMOTION_GATE={'PASS' if passed else 'FAIL'}")
 
 
+def incident_ack(core: Core, run_id: str, incident_id: str, ack_by: str, notes: str) -> Out:
+    """scripts/incident_ack.py: append an incident_ack event (core clock) for an open incident."""
+    path = core.root / "results" / "runs" / run_id / "incident_events.jsonl"
+    events = _jsonl(path)
+    if not any(e.get("event_type") == "incident_open" and e.get("incident_id") == incident_id for e in events):
+        return _out(1, {"error": f"no incident_open {incident_id} in {path}"})
+    now = _now(core)
+    rec = {"ts": iso_utc(now), "ts_ms": now, "event_type": "incident_ack", "incident_id": incident_id,
+           "ack_by": ack_by, "notes": notes}
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(canonical_json(rec) + "\n")
+    return _out(0, rec, f"incident_ack run_id={run_id} incident_id={incident_id} ack_by={ack_by}")
+
+
 # ------------------------------------------------------------------ 003: the rebalance system
 
 

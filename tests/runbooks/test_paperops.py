@@ -1,7 +1,8 @@
 """Seed 001 (paper/live trading operations) runbooks against the simulated core, through the real CLI.
 
-The seed's alert sources are JSONL artifacts under results/runs/<run_id>/ that the simulated
-core does not write, so each scenario writes them (run id r1, as in profiles/paperops-sim.yaml),
+The seed's alert sources are JSONL artifacts under results/runs/<run_id>/; the simulated core
+writes a healthy session at core/results/runs/r1/ and its monitors append to it, and each
+scenario here overwrites them with the records it needs (run id r1, as in profiles/paperops-sim.yaml),
 injects the matching fault (or none), runs the runbook live and as a dry-run, and checks the
 outcome and exit code, the core's state afterwards, that the evidence bundle verifies, and
 that a dry-run leaves core/ byte-identical.
@@ -17,7 +18,7 @@ import pytest
 
 from tests.runbooks import scenario
 
-RUN_DIR = "results/runs/r1"
+RUN_DIR = "core/results/runs/r1"
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -109,9 +110,9 @@ def test_triage_of_a_healthy_session_finds_nothing_and_leaves_entries_alone(sim)
     ("broker_down", "broker_connectivity", {}),
 ])
 def test_triage_classifies_and_halts_entries(sim, fault, cls, overrides):
+    sim.simcore("inject", fault)  # the core's monitors append to the session; the records below replace them
     artifacts(sim, slo=[slo_breach("order_reconciliation_mismatch_runs", cls)],
               incidents=[incident_open("INC-7", cls)], **overrides)
-    sim.simcore("inject", fault)
     before = status(sim)
     code, doc = dry_run_untouched(sim, "incident-triage")
     assert code == 0 and doc["steps"]["classify"]["result"]["value"] == cls
@@ -171,11 +172,12 @@ def test_recovery_from_reconciliation_needs_two_clean_cycles_then_approval(sim):
 def test_recovery_from_data_quality_needs_a_clean_cycle(sim):
     artifacts(sim, quality={"errors": 0, "stale_warnings": 2, "critical_breaches": 1})
     halted_by_triage(sim, "stale_data")
-    sim.simcore("heal", "stale_data")
     code, doc = run(sim, "recovery-decision-tree", "--param", "incident_class=data_quality")
     assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
-    assert doc["steps"]["data_snapshot"]["status"] == "failed"
-    artifacts(sim)
+    assert doc["steps"]["data_feed"]["status"] == "failed"
+    sim.simcore("heal", "stale_data")  # the feed is back: the session's next quality cycle is clean
+    data = json.loads((sim.root / RUN_DIR / "data_quality_latest.json").read_text())
+    assert (data["stale_warnings"], data["critical_breaches"]) == (0, 0)
     code, doc = run(sim, "recovery-decision-tree", "--param", "incident_class=data_quality")
     code, doc = approve_and_resume(sim, doc, "approve_resume", deny=True)
     assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT") and "not approved" in doc["message"]
