@@ -508,20 +508,9 @@ def _evidence(args: argparse.Namespace) -> int:
     directory = _bundle_dir(args, args.target)
     if args.evidence_command == "verify":
         from engine.config import load_config
-        from engine.errors import StateCorrupt
-        from engine.evidence import describe, verify_bundle
-        from engine.runs import RunStore, UnknownRun
+        from engine.ledger import verify_in_place
 
-        config = load_config(args.config)
-        summary = verify_bundle(directory, _public_keys(args.key))
-        try:
-            record = RunStore(config.state_dir).load(str(summary["run_id"]))
-        except UnknownRun:
-            record = None
-        if record is not None and record.last_event_hash and record.last_event_hash != summary["last_event_hash"]:
-            raise StateCorrupt(f"{directory / 'events.jsonl'}: last record hash differs from the one the state "
-                               f"directory kept for run {record.run_id} (the log was rewritten)")
-        print(describe(summary))
+        print(verify_in_place(load_config(args.config), directory, _public_keys(args.key)))
         return 0
     if args.evidence_command == "postmortem":
         from engine.postmortem import render

@@ -187,3 +187,36 @@ def audit_command(config: Any, since: str | None, keys: Sequence[tuple[str, Any]
     print(f"{'OK' if not result.problems else 'FAILED'}: ledger {result.entries} entries, {result.verified} bundles "
           f"verified{checked}, {len(result.problems)} problems")
     return 30 if result.problems else 0
+
+
+def recorded_manifest(evidence_dir: Path, run_id: str) -> str | None:
+    """The manifest sha256 the ledger in `evidence_dir` last recorded for `run_id`; None when it lists no such
+    run (or there is no ledger: a bundle copied elsewhere)."""
+    try:
+        entries = read(evidence_dir)
+    except StateCorrupt:
+        return None
+    return next((str(e["manifest_sha256"]) for e in reversed(entries) if e["run_id"] == run_id), None)
+
+
+def verify_in_place(config: Any, directory: Path, keys: Sequence[tuple[str, Any]]) -> str:
+    """`runbook evidence verify`: the bundle on its own, then what the state directory and the ledger next to
+    it remember of the run (its last record hash, its last manifest). The line to print; StateCorrupt if any
+    disagrees."""
+    from engine.evidence import EVENTS, MANIFEST, describe, verify_bundle
+    from engine.runs import RunStore, UnknownRun
+
+    summary = verify_bundle(directory, keys)
+    run_id = str(summary["run_id"])
+    try:
+        record = RunStore(config.state_dir).load(run_id)
+    except UnknownRun:
+        record = None
+    if record is not None and record.last_event_hash and record.last_event_hash != summary["last_event_hash"]:
+        raise StateCorrupt(f"{directory / EVENTS}: last record hash differs from the one the state directory kept "
+                           f"for run {run_id} (the log was rewritten)")
+    recorded = recorded_manifest(directory.parent, run_id)
+    if recorded is not None and recorded != hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest():
+        raise StateCorrupt(f"{directory / MANIFEST}: not the manifest {directory.parent / LEDGER} recorded last for "
+                           f"run {run_id} (bundle replaced)")
+    return describe(summary) + ("; matches the run ledger" if recorded else "")

@@ -85,6 +85,9 @@ def test_audit_names_a_replaced_bundle(root: Path) -> None:
     verify_bundle(paused)  # the old bundle on its own is intact; only the ledger and state directory know better
     done = cli(root, "evidence", "audit", check=30)
     assert f"{bundle / 'manifest.json'}: not the manifest the ledger recorded" in done.stdout
+    (root / ".runbook" / "runs" / f"{bundle.name}.json").unlink()  # even without the state directory's record
+    replaced = cli(root, "evidence", "verify", bundle.name, check=30)
+    assert "not the manifest" in replaced.stderr and "recorded last" in replaced.stderr
 
 
 def test_audit_names_a_bundle_not_in_the_ledger(root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
