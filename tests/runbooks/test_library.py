@@ -14,15 +14,21 @@ SYSTEMS = {
         "prod-smoke-test", "daily-start-check", "daily-live-run", "weekly-maintenance", "anomaly-halt",
         "lock-stuck", "state-corrupt", "rollback"}),
     "paperops": ("001_99ecd7e604842506.txt", {
-        "incident-triage", "recovery-decision-tree", "incident-acknowledgement", "dr-drill"}),
+        "incident-triage", "recovery-decision-tree", "incident-acknowledgement", "dr-drill", "slo-evaluation",
+        "promotion-readiness"}),
     "hyperliquid": ("002_1e246f0e2afbabb8.txt", {
         "startup-preflight", "post-start-checks", "ops-validation-bundle", "go-no-go",
         "reduce-only-minimal-validation", "entered-armed-safe", "entered-halt", "retry-budget-exceeded",
-        "long-downtime-recovery", "cursor-recovery", "order-state-recovery", "backups", "schema-rebuild"}),
+        "long-downtime-recovery", "cursor-recovery", "order-state-recovery", "backups", "schema-rebuild",
+        "repeated-order-failures"}),
     "rebalance": ("003_ee69a34aef19eb75.txt", {
-        "pre-rebalance-checks", "post-open-reconciliation", "incident-immediate-actions", "monthly-rebalance-guard"}),
+        "pre-rebalance-checks", "post-open-reconciliation", "incident-immediate-actions", "monthly-rebalance-guard",
+        "leave-safe-mode", "halt-review", "rebalance-job-missed", "rebalance-daily-checks", "rebalance-weekly-maintenance",
+        "rebalance-monthly-review", "rebalance-dr-drill"}),
     "mlprod": ("004_f22c873665eea905.txt", {
-        "loss-limit-breach", "morning-checklist", "slippage-spike", "emergency-rollback"}),
+        "loss-limit-breach", "morning-checklist", "slippage-spike", "emergency-rollback", "key-metrics",
+        "evening-checklist", "model-drift", "recovery-after-rollback", "canary-progression", "batch-retrain-gates",
+        "model-registry-check", "post-mortem-gate"}),
 }
 
 
