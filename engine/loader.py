@@ -158,7 +158,9 @@ def _line_col(text: str, position: int) -> tuple[int, int]:
 
 def _count_events(text: str, path: str) -> None:
     """Refuse a document of more than MAX_NODES nodes before composing it."""
-    for count, event in enumerate(yaml.parse(text, Loader=_ComposeOnly)):
+    count = 0
+    for event in yaml.parse(text, Loader=_ComposeOnly):
+        count += isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent))
         if count > MAX_NODES:
             mark = event.start_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -170,37 +172,46 @@ def _check_expansion(root: yaml.Node, path: str) -> None:
     """Refuse a document nested deeper than MAX_DEPTH, or whose aliases expand to more than MAX_NODES nodes
     or MAX_EXPANDED_BYTES of text.
 
-    Each node is visited once (aliases share their node), so this is linear in the file.
+    Each collection is visited once (aliases share their node), so this is linear in the file.
     """
-    sizes: dict[int, tuple[int, int, int]] = {}
-    open_nodes: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    if isinstance(root, yaml.ScalarNode):
+        return
+    done: dict[int, tuple[int, int, int]] = {}
+    open_nodes = {id(root)}
+    # each frame: the collection, an iterator over its children, and [nodes, bytes, depth] so far
+    stack: list[tuple[yaml.Node, Any, list[int]]] = [(root, iter(_children(root)), [1, 0, 0])]
     while stack:
-        node, done = stack.pop()
-        key = id(node)
-        if key in sizes:
-            continue
-        children = _children(node)
-        if not done:
-            if key in open_nodes:
-                _refuse(path, node, "an alias refers to its own anchor (expected a finite document)")
-            open_nodes.add(key)
-            stack.append((node, True))
-            stack.extend((child, False) for child in children if id(child) not in sizes)
-            continue
-        if any(id(child) not in sizes for child in children):
-            _refuse(path, node, "an alias refers to its own anchor (expected a finite document)")
-        count = 1 + sum(sizes[id(child)][0] for child in children)
-        size = len(node.value) if isinstance(node, yaml.ScalarNode) else sum(sizes[id(c)][1] for c in children)
-        depth = 1 + max((sizes[id(c)][2] for c in children), default=0)
-        sizes[key] = (count, size, depth)
-        if depth > MAX_DEPTH:
-            _refuse(path, node, f"nested more than {MAX_DEPTH} levels deep (expected a shallower document)")
-        open_nodes.discard(key)
-        if count > MAX_NODES:
-            _refuse(path, node, f"aliases expand to more than {MAX_NODES} YAML nodes (expected a smaller document)")
-        if size > MAX_EXPANDED_BYTES:
-            _refuse(path, node, f"aliases expand to more than {MAX_EXPANDED_BYTES} bytes of text (expected a smaller document)")
+        node, children, acc = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            open_nodes.discard(id(node))
+            totals = (acc[0], acc[1], acc[2] + 1)
+            done[id(node)] = totals
+            if totals[2] > MAX_DEPTH:
+                _refuse(path, node, f"nested more than {MAX_DEPTH} levels deep (expected a shallower document)")
+            if totals[0] > MAX_NODES:
+                _refuse(path, node, f"aliases expand to more than {MAX_NODES} YAML nodes (expected a smaller document)")
+            if totals[1] > MAX_EXPANDED_BYTES:
+                _refuse(path, node, f"aliases expand to more than {MAX_EXPANDED_BYTES} bytes of text "
+                                    f"(expected a smaller document)")
+            if stack:
+                _add(stack[-1][2], totals)
+        elif isinstance(child, yaml.ScalarNode):
+            _add(acc, (1, len(child.value), 1))
+        elif id(child) in done:
+            _add(acc, done[id(child)])
+        elif id(child) in open_nodes:
+            _refuse(path, child, "an alias refers to its own anchor (expected a finite document)")
+        else:
+            open_nodes.add(id(child))
+            stack.append((child, iter(_children(child)), [1, 0, 0]))
+
+
+def _add(acc: list[int], totals: tuple[int, int, int]) -> None:
+    acc[0] += totals[0]
+    acc[1] += totals[1]
+    acc[2] = max(acc[2], totals[2])
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

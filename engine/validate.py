@@ -31,6 +31,7 @@ from engine.model import (
 from engine.plugins import Registry
 from engine.schema import DURATION, DURATION_OR_TEMPLATE, KIND_KEYS, RUNBOOK_SCHEMA
 
+MAX_STEPS = 1000
 ROOT_NAMES = {"params", "env", "run", "steps", "trigger", "now"}
 RUN_FIELDS = {"id", "mode", "runbook", "started_at", "operator"}
 STEP_VIEW_FIELDS = {"status", "ok", "result", "attempts", "duration_s", "error"}
@@ -48,6 +49,10 @@ def validate_document(
         return None, [Problem(doc.path, 1, 1, None, "file is empty (expected a mapping with runbook, title, version, steps)")]
     if not isinstance(data, dict):
         return None, [doc.problem((), f"expected a mapping with runbook, title, version, steps, got {_type_name(data)}")]
+    steps = data.get("steps")
+    if isinstance(steps, list) and len(steps) > MAX_STEPS:
+        return None, [doc.problem(("steps", MAX_STEPS), f"{len(steps)} steps (expected at most {MAX_STEPS}; "
+                                                         f"split the procedure into runbooks joined by call steps)")]
     problems = _schema_problems(doc)
     problems += _structure_problems(doc)
     problems += _param_schema_problems(doc)

@@ -95,6 +95,9 @@ CASES: dict[str, Case] = {
     "68,000 steps": Case(
         runbook(steps="".join(f"  - id: s{i}\n    check: noop\n" for i in range(68_000))),
         f"more than {MAX_NODES} YAML nodes"),
+    "1,001 steps": Case(runbook(steps="".join(f"  - id: s{i}\n    check: noop\n" for i in range(1000))),
+                        "1001 steps (expected at most 1000; split the procedure into runbooks joined by call steps)",
+                        "2008:5"),
     "a 3.9 MB template of 280,000 tags": Case(
         runbook(params="  n: {type: integer, default: 1}\n",
                 steps="  - id: x\n    check: noop\n    with: {value: \"" + "{{ params.n }}" * 280_000 + "\"}\n"),
