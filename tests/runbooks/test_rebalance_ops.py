@@ -257,3 +257,40 @@ def test_job_missed_with_bad_data_halts_when_unsure(sim):
     code, doc = run(sim, "rebalance-job-missed")
     assert (code, doc["outcome"]) == (60, "ANOMALY_HALT")
     assert mode(sim) == ("HALT", "REBALANCE_MISSED_UNSURE") and "data QA failed" in doc["message"]
+
+
+# -- deepened: §3.1 calendar and strategy version, §4.2 C re-fetch, §4.2 D risk-off --------------
+
+
+def test_pre_rebalance_checks_read_the_calendar_and_strategy_version(sim):
+    code, doc = run(sim, "pre-rebalance-checks")
+    assert code == 0, doc["message"]
+    assert "last trading day of 2026-01 2026-01-30 (full session)" in doc["message"]
+    assert "strategy xsmom-2.1.0" in doc["message"]
+    strategy = sim.root / "core/rebalance/strategy.json"
+    strategy.write_text(json.dumps({**json.loads(strategy.read_text()), "strategy_version": "xsmom-2.2.0-dev"}))
+    code, doc = run(sim, "pre-rebalance-checks")
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
+    assert "strategy_version xsmom-2.2.0-dev is not the validated baseline xsmom-2.1.0" in doc["message"]
+
+
+def test_data_integrity_failure_refetches_from_the_secondary_provider(sim):
+    sim.simcore("inject", "provider_corrupt")
+    code, doc = dry(sim, "incident-immediate-actions")
+    assert code == 0 and doc["steps"]["refetch_primary"]["status"] == "planned"
+    code, doc = run(sim, "incident-immediate-actions")
+    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
+    assert "re-fetched from the secondary provider" in doc["message"]
+    assert doc["steps"]["refetch_primary"]["status"] == "failed"
+    assert mode(sim) == ("ARMED_SAFE", "INCIDENT_SAFE_MODE")
+    prov = json.loads((sim.root / "core/rebalance/data/provenance.json").read_text())
+    assert prov["provider"] == "secondary"
+    assert verified(sim, doc)
+
+
+def test_drawdown_halt_cancels_open_orders(sim):
+    sim.simcore("tick", "--n", "1")  # the strategy places an order
+    sim.simcore("inject", "loss_breach")
+    code, doc = run(sim, "incident-immediate-actions")
+    assert code == 60 and doc["steps"]["risk_off"]["status"] == "ok"
+    assert status(sim)["open_orders"] == 0
