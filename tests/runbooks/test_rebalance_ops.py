@@ -294,3 +294,16 @@ def test_drawdown_halt_cancels_open_orders(sim):
     code, doc = run(sim, "incident-immediate-actions")
     assert code == 60 and doc["steps"]["risk_off"]["status"] == "ok"
     assert status(sim)["open_orders"] == 0
+
+
+def test_broker_down_on_the_rebalance_day_halts_after_the_retry_policy(sim):
+    cal = sim.root / "core/rebalance/calendar.json"
+    data = json.loads(cal.read_text())
+    data["last_trading_day"]["2026-01"] = "2026-01-22"  # today is the rebalance close
+    cal.write_text(json.dumps(data))
+    sim.simcore("inject", "broker_down")
+    code, doc = run(sim, "incident-immediate-actions")
+    assert (code, doc["outcome"]) == (60, "ANOMALY_HALT"), doc["message"]
+    assert doc["steps"]["broker_retry"]["status"] == "failed"
+    assert mode(sim) == ("HALT", "BROKER_DOWN_WINDOW")
+    assert "HALT BROKER_DOWN_WINDOW" in alerts(sim)[-1]["message"]
