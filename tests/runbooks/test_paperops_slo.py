@@ -115,3 +115,17 @@ def test_promotion_readiness(sim):
     assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
     assert "strict gate FAIL: reconciliation_pass_rate" in doc["message"]
     assert not archive.exists()
+
+
+def test_the_readme_example_on_a_fresh_core(sim):
+    """README, seed 001: drift -> triage -> heal + one tick -> recovery waits for a second person -> ARMED_LIVE."""
+    sim.simcore("inject", "reconcile_drift")
+    code, doc = run(sim, "incident-triage")
+    assert code == 0 and "class=reconciliation" in doc["message"]
+    sim.simcore("heal", "reconcile_drift")
+    sim.simcore("tick")
+    code, doc = run(sim, "recovery-decision-tree", "--param", "incident_class=reconciliation")
+    assert code == 12 and doc["waiting_for"]["step"] == "approve_resume"
+    code, doc = scenario.approve_and_resume(sim, doc, "approve_resume")
+    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
+    assert scenario.status(sim)["safety_mode"] == "ARMED_LIVE"
