@@ -235,3 +235,32 @@ def test_post_mortem_gate(sim):
     code, doc = scenario.approve_and_resume(sim, doc, "sign_off")
     assert (code, doc["outcome"]) == (0, "SUCCESS")
     assert verified(sim, doc)
+
+
+def test_emergency_rollback_creates_the_ticket_and_pages(sim):
+    pages: list[bytes] = []
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            pages.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/pager"
+        code, doc = run(sim, "emergency-rollback", "--param", f"pager_url={url}", "--param", "reason=AUTO_KILL_SWITCH")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 60, doc["message"]
+    assert len(pages) == 1 and b"ROLLBACK (AUTO_KILL_SWITCH)" in pages[0]
+    ticket = json.loads((sim.root / "tickets" / f"ROLLBACK-{doc['run_id']}.json").read_text())
+    assert (ticket["status"], ticket["model_from"], ticket["model_to"]) == ("open", "v2.4.0", "v2.3.1")
+    assert verified(sim, doc)

@@ -66,7 +66,8 @@ def artifacts(sim: Any, *, slo: list[dict[str, Any]] | None = None, incidents: l
     sim.write(f"{RUN_DIR}/position_reconciliation_events.jsonl", jsonl(*(position if position is not None else [
         position_cycle("2026-01-22T00:00:00Z"), position_cycle("2026-01-22T00:01:00Z")])))
     sim.write(f"{RUN_DIR}/data_quality_latest.json",
-              json.dumps({"ts": "2026-01-22T00:01:00Z", "symbols": ["XAUUSD", "BTCUSDT"], **(quality or clean)}))
+              json.dumps({"ts": "2026-01-22T00:01:00Z", "symbols": ["XAUUSD", "BTCUSDT"],
+                          "bars_validated": {"XAUUSD": 30, "BTCUSDT": 30}, **(quality or clean)}))
     sim.write(f"{RUN_DIR}/data_quality_events.jsonl", jsonl(*(quality_events if quality_events is not None else [
         {"ts": "2026-01-22T00:01:00Z", "event_type": "data_quality_cycle", **clean}])))
 
