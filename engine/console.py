@@ -1,67 +1,240 @@
 """What the operator sees: progress lines, prompts in operator mode and for approvals.
 
 `PlainConsole` needs nothing beyond the standard library (automated runs,
-pipes); `RichConsole` is used on a terminal; `QuietConsole` for `--output json`.
+pipes, `NO_COLOR`); `RichConsole` is used on a terminal and shows the running
+steps live (elapsed time; for waits the polls, last observed value and
+deadline); `QuietConsole` for `--output json`.
+
+Everything printed goes through `engine.redact.mask`.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TextIO
 
 from engine.redact import mask
 
 _SYMBOL = {"ok": "ok", "failed": "FAIL", "skipped": "skip", "planned": "plan"}
+_CHOICES = {"r": "run", "s": "skip", "a": "abort", "d": "details"}
+PREVIEW_LINES = 40  # rendered params and diffs longer than this are cut in the preview (`details` shows all)
+
+
+@dataclass
+class Running:
+    """A step the console was told started and not yet finished."""
+
+    step: Any
+    started: float = field(default_factory=time.monotonic)
+    polls: int = 0
+    observed: dict[str, Any] = field(default_factory=dict)
+    deadline_at: float | None = None  # time.monotonic() of a wait's deadline
+    printed_at: float = 0.0  # the last plain poll line
+
+    def line(self, now: float) -> str:
+        """One line: the step, its elapsed time, and for a wait its polls, last observed value and deadline."""
+        step = self.step
+        text = f"{step.id} ({step.kind}){' ' + step.title if getattr(step, 'title', None) else ''} {now - self.started:.0f}s"
+        if self.polls:
+            text += f" | poll {self.polls}, observed {_observed(self.observed)}"
+        if self.deadline_at is not None:
+            left = max(0.0, self.deadline_at - now)
+            at = datetime.now(UTC) + timedelta(seconds=left)
+            text += f" | deadline {at:%H:%M:%S} UTC ({left:.0f}s left)"
+        return text
+
+
+def _observed(values: dict[str, Any]) -> str:
+    if not values:
+        return "-"
+    text = ", ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in values.items())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str, ensure_ascii=False, sort_keys=True)
+
+
+def _plans(result: Any) -> list[dict[str, Any]]:
+    """The plans in a planned result (one per item for a for_each step)."""
+    items = result if isinstance(result, list) else [result]
+    return [item["plan"] for item in items if isinstance(item, dict) and isinstance(item.get("plan"), dict)]
+
+
+def recap(evidence_dir: Path) -> dict[str, int]:
+    """ok / changed / planned / skipped / failed: the final verdict of every step of a run, from its event log."""
+    from engine.evidence import read_events
+
+    counts = {"ok": 0, "changed": 0, "planned": 0, "skipped": 0, "failed": 0}
+    mutates: dict[str, bool] = {}
+    for event in read_events(evidence_dir / "events.jsonl"):
+        data = event.get("data") or {}
+        if event["type"] == "step_started":
+            mutates[event["step"]] = bool(data.get("mutates"))
+            continue
+        if event["type"] != "step_finished" or not data.get("final", True) or "outcome" in data:
+            continue  # an item or retry, or an end step
+        status = data.get("status")
+        if status == "ok" and mutates.get(event["step"]) and _changed(data.get("result")):
+            counts["changed"] += 1
+        elif status in counts:
+            counts[str(status)] += 1
+    return counts
+
+
+def _changed(result: Any) -> bool:
+    """An action counts as changed unless it says it changed nothing (`changed: false`)."""
+    items = result if isinstance(result, list) else [result]
+    return any(not (isinstance(item, dict) and item.get("changed") is False) for item in items)
 
 
 class PlainConsole:
-    """One line per step on stderr."""
+    """One line per event on stderr: logs and pipes stay clean."""
+
+    poll_every_s = 10.0  # at most one poll line per wait in this interval (the first poll always shows)
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.depth = 0
+        self.running: list[Running] = []
 
-    def _line(self, text: str) -> None:
+    def _line(self, text: str, style: str | None = None) -> None:
         print("  " * self.depth + mask(text), file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         """A note for the operator."""
         self._line(text)
 
+    # -- progress ------------------------------------------------------------------
+
     def step_started(self, step: Any, rollback: bool = False) -> None:
         """A step begins."""
+        self.running.append(Running(step))
         if rollback:
             self._line(f"-> rollback {step.id}")
+        else:
+            self._started(step)
+
+    def _started(self, step: Any) -> None:
+        title = f" {step.title}" if getattr(step, "title", None) else ""
+        self._line(f"[ run] {step.id} ({step.kind}){title}")
+
+    def wait_polled(self, step: Any, polls: int, observed: dict[str, Any], deadline_s: float) -> None:
+        """A wait step polled: how many polls so far, what its condition read, seconds to its deadline."""
+        entry = self._entry(step)
+        now = time.monotonic()
+        entry.polls, entry.observed, entry.deadline_at = polls, dict(observed), now + deadline_s
+        self._polled(entry, now)
+
+    def _polled(self, entry: Running, now: float) -> None:
+        if entry.printed_at and now - entry.printed_at < self.poll_every_s:
+            return
+        entry.printed_at = now
+        self._line(f"[wait] {entry.line(now)}")
+
+    def _entry(self, step: Any) -> Running:
+        for entry in reversed(self.running):
+            if entry.step.id == step.id:
+                return entry
+        entry = Running(step)
+        self.running.append(entry)
+        return entry
 
     def step_finished(self, step: Any, result: Any) -> None:
-        """A step ended; show its verdict."""
+        """A step ended; show its verdict, and for a planned action its plan's diff."""
+        for n in range(len(self.running) - 1, -1, -1):
+            if self.running[n].step.id == step.id:
+                del self.running[n]
+                break
         detail = f": {result.error}" if result.error else ""
-        if result.status == "planned" and isinstance(result.result, dict) and "plan" in result.result:
-            detail = f": would {result.result['plan'].get('summary')}"
+        plans = _plans(result.result) if result.status == "planned" else []
+        if len(plans) == 1:
+            detail = f": would {plans[0].get('summary')}"
+        elif plans:
+            detail = f": would {'; '.join(str(p.get('summary')) for p in plans)}"
         self._line(f"[{_SYMBOL.get(result.status, result.status):>4}] {step.id} ({step.kind}) {result.duration_s:.3f}s{detail}")
+        for plan in plans:
+            self._diff(plan.get("diff"))
+
+    def _diff(self, diff: Any, limit: int | None = None) -> None:
+        """A unified diff, indented under its step (like `ansible-playbook --check --diff`)."""
+        if not isinstance(diff, str) or not diff.strip():
+            return
+        lines = diff.rstrip("\n").splitlines()
+        shown = lines if limit is None else lines[:limit]
+        for line in shown:
+            style = None
+            if line.startswith(("+++", "---")):
+                style = "bold"
+            elif line.startswith("+"):
+                style = "green"
+            elif line.startswith("-"):
+                style = "red"
+            elif line.startswith("@@"):
+                style = "cyan"
+            self._line(f"      {line}", style)
+        if len(shown) < len(lines):
+            self._line(f"      ... {len(lines) - len(shown)} more lines (`details` shows all)")
 
     def run_finished(self, result: Any) -> None:
-        """The run ended (or paused)."""
+        """The run ended (or paused): its outcome, a recap of its steps, where its evidence is."""
+        self.running.clear()
         self._line(f"{result.runbook}: {result.outcome.value} (exit {result.exit_code}) run {result.run_id}")
         if result.message:
             self._line(f"  {result.message}")
+        try:
+            counts = recap(Path(result.evidence_dir))
+        except (OSError, ValueError) as exc:
+            self._line(f"  recap: not available ({exc})")
+        else:
+            self._line("  recap: " + "  ".join(f"{name}={count}" for name, count in counts.items()))
         self._line(f"  evidence: {result.evidence_dir}")
 
+    # -- operator mode ---------------------------------------------------------------
+
+    def show_preview(self, step: Any, preview: dict[str, Any]) -> None:
+        """What operator mode shows before a step: title, position, rendered params, and an action's plan with its diff."""
+        position = preview.get("position")
+        head = f"{position}: " if position else "next: "
+        title = f" - {step.title}" if step.title else ""
+        self._line(f"{head}{step.id} ({step.kind}{' ' + preview['plugin'] if preview.get('plugin') else ''}){title}")
+        if "with" in preview:
+            rendered = preview["with"]
+            lines = (_json(rendered) if not isinstance(rendered, str) else rendered).splitlines()
+            self._line("  with: " + (lines[0] if lines else ""))
+            for line in lines[1:PREVIEW_LINES]:
+                self._line(f"        {line}")
+            if len(lines) > PREVIEW_LINES:
+                self._line(f"        ... {len(lines) - PREVIEW_LINES} more lines (`details` shows all)")
+        plan = preview.get("plan")
+        if isinstance(plan, dict):
+            self._line(f"  plan: would {plan.get('summary')}")
+            self._diff(plan.get("diff"), PREVIEW_LINES)
+        elif plan:
+            self._line(f"  plan: {plan}")
+
     def ask_step(self, step: Any, preview: dict[str, Any]) -> str:
-        """Operator mode: run, skip, abort or details."""
+        """Operator mode: run, skip, abort or details. No default: an empty answer asks again, never runs."""
+        self.show_preview(step, preview)
         while True:
-            self._line(f"next: {step.id} ({step.kind}) {step.title or ''}")
             try:
                 answer = input("run / skip / abort / details? [r/s/a/d] ").strip().lower()[:1]
             except EOFError:
                 return "abort"
-            if answer == "d":
-                self._line(json.dumps(preview, indent=2, default=str))
-                continue
-            choice = {"r": "run", "s": "skip", "a": "abort", "": "run"}.get(answer)
-            if choice:
+            choice = _CHOICES.get(answer)
+            if choice == "details":
+                self._line(_json(preview))
+            elif choice:
                 return choice
+            else:
+                self._line("answer r (run), s (skip), a (abort) or d (details); there is no default")
 
     def ask_approval(self, step: Any, prompt: str, operator: str, refusal: Any) -> dict[str, Any]:
         """Prompt for an approval: who approves (checked at once), then approve, deny or pause.
@@ -90,55 +263,121 @@ class PlainConsole:
         return {"decision": choice, "by": by, "note": note}
 
 
+class _LiveView:
+    """The running steps, rendered afresh at every refresh of rich's live display."""
+
+    def __init__(self, console: RichConsole) -> None:
+        self.owner = console
+
+    def __rich__(self) -> Any:
+        from rich.text import Text
+
+        now = time.monotonic()
+        lines = [f"{'  ' * n}... {entry.line(now)}" for n, entry in enumerate(list(self.owner.running))]
+        return Text(mask("\n".join(lines)), style="yellow")
+
+
 class RichConsole(PlainConsole):
-    """Coloured progress and prompts with rich."""
+    """Coloured progress and prompts with rich; on a (non-dumb) terminal, the running steps live."""
 
     def __init__(self) -> None:
         super().__init__()
         from rich.console import Console
 
         self.console = Console(stderr=True, highlight=False)
+        self.live: Any = None
+        self.animate = self.console.is_terminal and not self.console.is_dumb_terminal
+        atexit.register(self._hide_live)  # an engine crash must not leave the cursor hidden
 
-    def _line(self, text: str) -> None:
+    def _line(self, text: str, style: str | None = None) -> None:
         from rich.markup import escape
 
-        style = ""
-        if text.lstrip().startswith("[FAIL]"):
-            style = "bold red"
-        elif text.lstrip().startswith("[  ok]"):
-            style = "green"
-        elif text.lstrip().startswith("[plan]"):
-            style = "cyan"
-        self.console.print("  " * self.depth + escape(mask(text)), style=style or None)
+        if style is None:
+            head = text.lstrip()
+            style = ("bold red" if head.startswith("[FAIL]") else "green" if head.startswith("[  ok]")
+                     else "cyan" if head.startswith("[plan]") else None)
+        self.console.print("  " * self.depth + escape(mask(text)), style=style)
+
+    def _show_live(self) -> None:
+        from rich.live import Live
+
+        if not self.animate:
+            return
+        if not self.running:
+            self._hide_live()
+        elif self.live is None:
+            self.live = Live(_LiveView(self), console=self.console, refresh_per_second=4, transient=True,
+                             redirect_stdout=False, redirect_stderr=False)
+            self.live.start(refresh=True)
+
+    def _hide_live(self) -> None:
+        if self.live is not None:
+            live, self.live = self.live, None
+            live.stop()
+
+    def _started(self, step: Any) -> None:
+        if self.animate:
+            self._show_live()
+        else:
+            super()._started(step)
+
+    def _polled(self, entry: Running, now: float) -> None:
+        if not self.animate:
+            super()._polled(entry, now)
+
+    def step_finished(self, step: Any, result: Any) -> None:
+        """The verdict line; the live display goes on for the steps still running (a call's parent)."""
+        self._hide_live()
+        super().step_finished(step, result)
+        self._show_live()
+
+    def run_finished(self, result: Any) -> None:
+        """The run ended: the live display stops before the outcome lines."""
+        self._hide_live()
+        super().run_finished(result)
+        self._show_live()
+
+    def message(self, text: str) -> None:
+        """A note for the operator (printed above the live display)."""
+        self._line(text)
 
     def ask_step(self, step: Any, preview: dict[str, Any]) -> str:
-        """Operator mode with a rich prompt."""
-        from rich.pretty import Pretty
+        """Operator mode with a rich prompt; no default answer."""
         from rich.prompt import Prompt
 
+        self._hide_live()
+        self.console.rule()
+        self.show_preview(step, preview)
         while True:
-            self.console.rule(f"{step.id} ({step.kind})")
             try:
                 choice = Prompt.ask("run / skip / abort / details", choices=["run", "skip", "abort", "details"],
-                                    default="run", console=self.console)
+                                    console=self.console)
             except EOFError:
                 return "abort"
             if choice != "details":
                 return choice
-            self.console.print(Pretty(preview))
+            self._line(_json(preview))
+
+    def ask_approval(self, step: Any, prompt: str, operator: str, refusal: Any) -> dict[str, Any]:
+        """The approval prompt, with the live display stopped while the operator types."""
+        self._hide_live()
+        try:
+            return super().ask_approval(step, prompt, operator, refusal)
+        finally:
+            self._show_live()
 
 
 class QuietConsole(PlainConsole):
     """`--output json`: progress suppressed, one JSON document printed by the CLI."""
 
-    def _line(self, text: str) -> None:
+    def _line(self, text: str, style: str | None = None) -> None:
         return None
 
 
 def make_console(output: str, interactive: bool) -> PlainConsole:
-    """The console for an output format and terminal."""
+    """The console for an output format and terminal; `NO_COLOR` (any value) means plain lines."""
     if output == "json":
         return QuietConsole()
-    if interactive and sys.stderr.isatty():
+    if interactive and sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
         return RichConsole()
     return PlainConsole()

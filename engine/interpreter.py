@@ -528,6 +528,7 @@ class Interpreter:
                 satisfied = bool(evaluate(step.until, self.scope(result=output)))
             except (PluginError, ExpressionError) as exc:
                 output, satisfied = {"error": str(exc)}, False
+            self.svc.reporter.wait_polled(step, polls, read_values(step.until, self.scope(result=output)), deadline - time.monotonic())
             if satisfied:
                 self._keep_artifacts(step, output)
                 return StepResult("ok", result={**output, "polls": polls}, duration_s=time.perf_counter() - begin)
@@ -573,13 +574,24 @@ class Interpreter:
     # -- operator mode -----------------------------------------------------------------
 
     def _preview(self, step: Step) -> dict[str, Any]:
-        preview: dict[str, Any] = {"id": step.id, "kind": step.kind, "title": step.title}
+        ids = [s.id for s in self.rb.steps]
+        preview: dict[str, Any] = {"id": step.id, "kind": step.kind, "title": step.title,
+                                   "position": f"step {ids.index(step.id) + 1} of {len(ids)}"}
         if isinstance(step, (CheckStep, ActionStep)):
             preview["plugin"] = step.plugin
             try:
                 preview["with"] = render(step.with_ or {}, self.scope())
             except ExpressionError as exc:
                 preview["with"] = f"(cannot render: {exc})"
+        if isinstance(step, ActionStep) and isinstance(preview["with"], dict):
+            plugin = self.plugin_for(step)
+            try:
+                plan = plugin.plan(preview["with"], self.context(step, 1)) if hasattr(plugin, "plan") else None
+                preview["plan"] = {"summary": plan.summary, **dict(plan.details)} if plan else None
+            except PluginError as exc:
+                preview["plan"] = f"(no plan: {exc})"
+            except Exception as exc:  # noqa: BLE001 - a plugin bug in plan() must not end the run at a prompt
+                preview["plan"] = f"(plugin '{step.plugin}' crashed while planning: {type(exc).__name__}: {exc})"
         return preview
 
 

@@ -8,6 +8,7 @@ import pty
 import select
 import subprocess
 import time
+from collections.abc import Callable
 
 from tests.conftest import RUNBOOK, Workspace
 
@@ -32,11 +33,19 @@ steps:
 """
 
 
-def drive(ws: Workspace, args: list[str], answers: list[tuple[str, str]], timeout: float = 30) -> tuple[int, str]:
-    """Run the CLI on a pty; whenever `prompt` text appears, type `answer`. Returns (exit code, screen)."""
+Answer = str | Callable[[], str | None]
+
+
+def drive(ws: Workspace, args: list[str], answers: list[tuple[str, Answer]], timeout: float = 30,
+          env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run the CLI on a pty; whenever `prompt` text appears, type `answer`. Returns (exit code, screen).
+
+    An answer may be a function: it is called when its text appears (to act on the world), and what it
+    returns, if anything, is typed.
+    """
     master, slave = pty.openpty()
     proc = subprocess.Popen([RUNBOOK, *args], cwd=ws.root, stdin=slave, stdout=slave, stderr=slave,
-                            env={**ws.env(), "TERM": "dumb", "COLUMNS": "120"}, close_fds=True)
+                            env={**ws.env(), "TERM": "dumb", "COLUMNS": "120", **(env or {})}, close_fds=True)
     os.close(slave)
     screen, pending, answered_upto = "", list(answers), 0
     deadline = time.monotonic() + timeout
@@ -50,10 +59,17 @@ def drive(ws: Workspace, args: list[str], answers: list[tuple[str, str]], timeou
             screen += chunk
             while pending and pending[0][0] in screen[answered_upto:]:
                 answered_upto = screen.index(pending[0][0], answered_upto) + len(pending[0][0])
-                os.write(master, (pending.pop(0)[1] + "\n").encode())
+                answer = pending.pop(0)[1]
+                typed = answer() if callable(answer) else answer
+                if typed is not None:
+                    os.write(master, (typed + "\n").encode())
         if proc.poll() is not None and not ready:
             break
-    code = proc.wait(timeout=5)
+    try:
+        code = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # still waiting for something that never came: show the screen
+        proc.kill()
+        code = proc.wait()
     os.close(master)
     return code, screen
 
