@@ -204,6 +204,9 @@ def test_reduce_only_minimal_validation_fills_after_four_eyes(adapter):
     st = status(sim)
     assert st["safety_mode"] == "ARMED_LIVE" and st["positions"]["local"]["BTCUSDT"] < 0.05
     assert audit_count(sim) > before_audit
+    closeout = (sim.root / "docs/ops_validation_run.txt").read_text()
+    assert f"=== reduce_only_minimal_validation {doc['run_id']}" in closeout and order["exchange_order_id"] in closeout
+    assert "Epic 3 acceptance" in (sim.root / "docs/ROADMAP.md").read_text()
     assert verified(sim, doc)
 
 
