@@ -379,6 +379,7 @@ def test_cursor_recovery_consistent_then_missing_row(sim):
     code, doc = run(sim, "cursor-recovery")
     assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
     key = status(sim)["last_processed_event_key"]
+    assert doc["steps"]["expected_cursor"]["result"]["scalar"] == status(sim)["last_processed_event_key"]
     code, doc = run(sim, "cursor-recovery", "--param", "expected_event_key=XAUUSD:M1:0")
     assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
     conn = sqlite3.connect(sim.root / "core/state/core.db")
