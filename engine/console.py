@@ -337,26 +337,11 @@ class RichConsole(PlainConsole):
         super().run_finished(result)
         self._show_live()
 
-    def message(self, text: str) -> None:
-        """A note for the operator (printed above the live display)."""
-        self._line(text)
-
     def ask_step(self, step: Any, preview: dict[str, Any]) -> str:
-        """Operator mode with a rich prompt; no default answer."""
-        from rich.prompt import Prompt
-
+        """Operator mode: the same preview and answers as plain lines, under a rule, the live display stopped."""
         self._hide_live()
         self.console.rule()
-        self.show_preview(step, preview)
-        while True:
-            try:
-                choice = Prompt.ask("run / skip / abort / details", choices=["run", "skip", "abort", "details"],
-                                    console=self.console)
-            except EOFError:
-                return "abort"
-            if choice != "details":
-                return choice
-            self._line(_json(preview))
+        return super().ask_step(step, preview)
 
     def ask_approval(self, step: Any, prompt: str, operator: str, refusal: Any) -> dict[str, Any]:
         """The approval prompt, with the live display stopped while the operator types."""

@@ -113,7 +113,7 @@ def _step_mode_screen(ws: Workspace, env: dict[str, str]) -> tuple[int, str]:
     ws.write("settings.yaml", "mode: old\n")
     ws.runbook("change", CHANGE)
     return drive(ws, ["run", "change", "--step"], [
-        ("run / skip / abort / details", "run"),
+        ("run / skip / abort / details", "r"),
         ("run / skip / abort / details", ""),  # empty: asked again, nothing runs
         ("run / skip / abort / details", "details"),
         ("run / skip / abort / details", "abort"),
