@@ -152,8 +152,11 @@ def test(config: Config, event_path: str, rule_name: str | None) -> int:
                                 "fires": [would(r, alert) for r in matched] if status != "resolved" else [],
                                 "resolves": [r.name for r in matched] if status == "resolved" else [],
                                 "decision": None if matched else "no_rule"})
-        else:
-            raise UsageError(f"{event_path}: not an Alertmanager webhook body; give --rule RULE for a generic event")
+        else:  # a generic event: each generic rule it could be posted to (POST /hooks/generic/RULE)
+            generic = [r for r in settings.rules if r.source == "generic"]
+            if not generic:
+                raise UsageError(f"{event_path}: not an Alertmanager webhook body, and no rule has `on: {{generic: {{}}}}`")
+            results.append({"alert": None, "fires": [would(r, event) for r in generic]})
     finally:
         if inbox:
             inbox.close()

@@ -97,6 +97,8 @@ def test_triggers_check_test_and_located_errors(project: Project) -> None:
     assert result["fires"] == [{"rule": "gateway", "runbook": "hello", "mode": "live",
                                 "params": {"reason": "Order gateway heartbeat missing for 30s"}}]
     assert project.records() == {}
+    project.write("event.json", '{"what": "disk full"}')
+    assert project.cli("triggers", "test", "event.json").code == 2  # no generic rule to post it to
 
     project.configure("""
         - name: Bad_Name
