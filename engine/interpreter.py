@@ -242,7 +242,8 @@ class Interpreter:
         def finished(next_step: str | None, **fields: Any) -> None:
             self.emit("step_finished", step.id, records.step_finished(
                 result.status, ok=result.ok, result=result.result, error=result.error, attempts=result.attempts,
-                duration_s=result.duration_s, next_step=next_step, **result.extra, **fields))
+                duration_s=result.duration_s, next_step=next_step, **result.extra, **fields),
+                sync=self._durable(step))
 
         if result.status == "skipped":
             self.emit("step_started", step.id, records.step_started(step.kind, skipped=True), sync=False)
@@ -261,6 +262,14 @@ class Interpreter:
         finished(None, unhandled=outcome.value)
         self.run_rollbacks()
         raise Finish(outcome, f"step '{step.id}' failed: {result.error or 'failed'}", step.id)
+
+    def _durable(self, step: Step) -> bool:
+        """Whether a step's end must be on disk before the run goes on (group commit).
+
+        A read-only step's records ride with the next synced record: lost in a power cut, the step
+        just runs again on resume. A mutating step, an approval or a sub-runbook is synced at once.
+        """
+        return self._mutating(step) or isinstance(step, (ApproveStep, CallStep))
 
     def _mutating(self, step: Step) -> bool:
         return isinstance(step, ActionStep) or (isinstance(step, CheckStep) and step.mutates)
@@ -311,7 +320,7 @@ class Interpreter:
             attempts += one.attempts
             self.emit("step_finished", step.id, records.step_finished(
                 one.status, ok=one.ok, result=one.result, error=one.error, attempts=one.attempts,
-                duration_s=one.duration_s, final=False, item=index))
+                duration_s=one.duration_s, final=False, item=index), sync=self._durable(step))
             results.append(one.result)
             if not one.ok:
                 status, error = "failed", f"item {index}: {one.error}"
@@ -332,7 +341,8 @@ class Interpreter:
                 break
             self.emit("step_finished", step.id, records.step_finished(
                 "failed", ok=False, result=result.result, error=result.error, attempts=attempt,
-                duration_s=result.duration_s, final=False, attempt=attempt, item=index, retrying=True))
+                duration_s=result.duration_s, final=False, attempt=attempt, item=index, retrying=True),
+                sync=self._durable(step))
             with signals.interruptible():
                 time.sleep(step.retry.delay_before(attempt + 1))
         result.duration_s = time.perf_counter() - started

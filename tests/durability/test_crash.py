@@ -29,9 +29,13 @@ SLEEPS = [0.01 * (1 + n % 4) for n in range(20)]  # 10..40 ms: kills land inside
 KILLS_PER_SEED = 5
 
 
-def crash_runbook(ws: Workspace, verify: bool) -> None:
-    ws.runbook("crash", "runbook: crash\ntitle: Crash\nversion: 1\nsteps:\n"
-               + write_step_lines(STEPS, verify=verify, sleeps=SLEEPS))
+def crash_runbook(ws: Workspace, verify: bool, mixed: bool = False) -> None:
+    steps = write_step_lines(STEPS, verify=verify, sleeps=SLEEPS)
+    if mixed:  # a read-only check after every action: its records are not synced on their own (group commit)
+        blocks = steps.split("  - id: ")[1:]
+        steps = "".join(f"  - id: {block}  - id: c{n:02d}\n    check: noop\n    with: {{value: {n}}}\n"
+                        f"    expect: result.value == {n}\n" for n, block in enumerate(blocks))
+    ws.runbook("crash", "runbook: crash\ntitle: Crash\nversion: 1\nsteps:\n" + steps)
     (ws.root / "effects.txt").write_text("", encoding="utf-8")  # grep (verify) exits 2 on a missing file
 
 
@@ -147,9 +151,9 @@ def default_policy_case(ws: Workspace, seed: int) -> None:
     check_common(ws, run_id)
 
 
-def verify_case(ws: Workspace, seed: int) -> None:
+def verify_case(ws: Workspace, seed: int, mixed: bool = False) -> None:
     """One seed: kills, default resume only; verify_argv resolves every doubt; effects exactly once."""
-    crash_runbook(ws, verify=True)
+    crash_runbook(ws, verify=True, mixed=mixed)
     outcome = drive(ws, seed, verify=True)
     run_id = outcome["run_id"]
     counts = Counter(line.split(":")[1] for line in effect_lines(ws))
@@ -184,3 +188,8 @@ def test_sigkill_then_resume_default_policy_then_rerun(tmp_path: Path) -> None:
 def test_sigkill_then_resume_with_verify_every_effect_exactly_once(tmp_path: Path) -> None:
     """4 more seeds x 5 kills with verify_argv: every doubt resolved by verify, every effect exactly once."""
     run_seeds(tmp_path, [100, 101, 102, 103], verify_case)
+
+
+def test_sigkill_over_checks_and_actions_group_commit_loses_no_mutating_record(tmp_path: Path) -> None:
+    """4 seeds x 5 kills over actions with unsynced checks between them: every effect exactly once, bundles verify."""
+    run_seeds(tmp_path, [200, 201, 202, 203], lambda ws, seed: verify_case(ws, seed, mixed=True))
