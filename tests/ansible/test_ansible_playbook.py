@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,21 @@ def test_per_host_recap_parsing() -> None:
     hosts = recap(out)
     assert {h: c["status"] for h, c in hosts.items()} == {"web-1": "changed", "web-2": "unreachable", "db-1": "failed"}
     assert hosts["web-1"]["ok"] == 2
+
+
+def test_an_unreachable_host_is_named_and_the_others_still_run(sim: SimWorkspace, ansible_path: str) -> None:
+    if shutil.which("ssh") is None:
+        pytest.skip("needs an ssh client: the unreachable host is an ssh connection to a closed port")
+    local = Path(LOCAL).read_text()
+    host_a = next(line for line in local.splitlines() if line.startswith("host-a "))
+    group_vars = local[local.index("[trading:vars]"):]
+    sim.write("hosts.ini", f"[trading]\n{host_a}\nhost-x ansible_connection=ssh ansible_host=127.0.0.1 ansible_port=1 "
+              f"backup_root=/nonexistent\n\n{group_vars}")
+    result = sim.cli("run", "weekly-backup-hosts", "--param", "inventory=hosts.ini", "--param", f"playbook={PLAYBOOK}",
+                     "--param", "week=2026-W49", "--param", "serial=2", "--param", "max_fail_percentage=100",
+                     "--output", "json", env={"PATH": ansible_path})
+    assert result.code == 50, result.text
+    backup = json.loads(result.out)["steps"]["backup"]
+    assert backup["result"]["unreachable_hosts"] == ["host-x"] and "host-x unreachable" in backup["error"]
+    assert backup["result"]["hosts"]["host-a"]["status"] == "changed"
+    assert archives(sim) == ["host-a.tar.gz"]
