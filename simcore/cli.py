@@ -183,6 +183,7 @@ def cmd_ops(name: str) -> Any:
         calls = {
             "promotion-gate": lambda: t.promotion_gate(core, a.run_id, a.experiment, a.strict),
             "incident-ack": lambda: t.incident_ack(core, a.run_id, a.incident_id, a.ack_by, a.notes),
+            "broker-restart": lambda: t.broker_restart(core, a.run_id),
             "rebalance": lambda: {
                 "data-qa": lambda: t.data_qa(core, a.source),
                 "refetch": lambda: t.refetch(core, a.provider),
@@ -213,6 +214,8 @@ def _add_ops(add: Any) -> None:
     sp.add_argument("--incident-id", required=True)
     sp.add_argument("--ack-by", required=True)
     sp.add_argument("--notes", default="")
+    add("broker-restart", cmd_ops("broker-restart"), "seed 001 restart the broker session").add_argument(
+        "--run-id", required=True)
     sp = add("rebalance", cmd_ops("rebalance"), "seed 003 rebalance system tools")
     rb = sp.add_subparsers(dest="rb_command", required=True)
     rb.add_parser("data-qa", help="data QA suite").add_argument(

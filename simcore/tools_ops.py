@@ -88,6 +88,23 @@ def incident_ack(core: Core, run_id: str, incident_id: str, ack_by: str, notes: 
     return _out(0, rec, f"incident_ack run_id={run_id} incident_id={incident_id} ack_by={ack_by}")
 
 
+def broker_restart(core: Core, run_id: str) -> Out:
+    """Restart the broker session of a paper session: a new gateway session (API and websocket
+    reconnected) and one reconciliation cycle rerun; exit 1 while the broker is unreachable."""
+    path = core.root / "results" / "runs" / run_id / "gateway_stats.json"
+    status = core.status()
+    if not status["broker_up"]:
+        return _out(1, {"restarted": False, "error": "broker unreachable: API/websocket connect failed"})
+    now = _now(core)
+    stats = read_json(path) if path.exists() else {}
+    stats.update({"session_id": f"gw-{now // 60_000}-r", "session_restarted_ms": now, "api_ok": True,
+                  "websocket_connected": True})
+    atomic_write_json(path, stats)
+    events = core.observe()  # the reconciliation loop runs once on the new session
+    return _out(0, {"restarted": True, "session_id": stats["session_id"], "reconciliation_rerun": True,
+                    "events": events}, "BROKER_SESSION=RESTARTED")
+
+
 # ------------------------------------------------------------------ 003: the rebalance system
 
 

@@ -322,9 +322,15 @@ def observe(root: Path, now: int, status: dict[str, Any], drift: list[dict[str, 
                                                        "bars_validated": {"XAUUSD": 30, "BTCUSDT": 30}})
     _append(root, "ops_slo_events.jsonl", _event(now, "ops_cycle", errors=0 if up else 1))
     halted = status.get("safety_mode") == "HALT" or status.get("kill_switch", {}).get("engaged")
-    atomic_write_json(s / "gateway_stats.json", _gateway(
-        now, (status.get("safety_reason_code") or "KILL_SWITCH") if halted else None,
-        now + 3_600_000 if halted else None, up))
+    try:
+        previous = read_json(s / "gateway_stats.json")
+    except (OSError, ValueError):
+        previous = {}
+    stats = _gateway(now, (status.get("safety_reason_code") or "KILL_SWITCH") if halted else None,
+                     now + 3_600_000 if halted else None, up)
+    if up and previous.get("session_id"):  # the broker session survives while connected
+        stats = {**previous, **stats, "session_id": previous["session_id"]}
+    atomic_write_json(s / "gateway_stats.json", stats)
     trips = []
     if runs == 3:
         trips.append(("reconciliation", "order_reconciliation_consecutive_mismatch_runs", runs, 3))

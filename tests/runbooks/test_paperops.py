@@ -202,7 +202,9 @@ def test_recovery_from_broker_failure_needs_the_broker_back(sim):
     assert status(sim)["safety_mode"] == before["safety_mode"]
     sim.simcore("heal", "broker_down")
     code, doc = run(sim, "recovery-decision-tree", "--param", "incident_class=broker_connectivity")
-    assert doc["steps"]["broker_recon"]["status"] == "ok"
+    assert doc["steps"]["restart_session"]["status"] == doc["steps"]["broker_recon"]["status"] == "ok"
+    gateway = json.loads((sim.root / RUN_DIR / "gateway_stats.json").read_text())
+    assert gateway["session_id"].endswith("-r") and gateway["websocket_connected"]  # a new broker session
     code, doc = approve_and_resume(sim, doc, "approve_resume")
     assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
     assert status(sim)["safety_mode"] == "ARMED_LIVE"
