@@ -9,8 +9,6 @@ is docs/core-http-api.md, so a real trading core can stand behind the same runbo
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +17,7 @@ from urllib.parse import quote
 from engine.errors import PluginError
 from engine.plugins import StepContext
 from transports.freqtrade import FreqtradeAdapter
+from transports.http import fetch, safe_url
 
 CORE_PARAMS: dict[str, Any] = {
     "core_root": {"type": "string", "description": "sim adapter: the simulated core's directory (overrides runbook.yaml)"},
@@ -91,7 +90,7 @@ class SimAdapter:
 
 
 class HttpAdapter:
-    """Speaks the HTTP API of docs/core-http-api.md."""
+    """Speaks the HTTP API of docs/core-http-api.md (through the plugins' one HTTP client)."""
 
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url.rstrip("/")
@@ -100,21 +99,24 @@ class HttpAdapter:
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
                  missing: Any = None) -> Any:
         data = json.dumps(body).encode("utf-8") if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json", "Accept": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404 and missing is not None:
-                return missing
-            try:
-                detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
-            except ValueError:
-                detail = exc.reason
-            raise PluginError(f"core refused {method} {path}: HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise PluginError(f"trading core at {self.url} unreachable: {getattr(exc, 'reason', exc)}") from None
+            response = fetch(method, self.url + path, body=data, timeout=self.timeout, expect_json=False,
+                             headers={"Content-Type": "application/json", "Accept": "application/json"})
+        except PluginError as exc:
+            raise PluginError(f"trading core at {safe_url(self.url)} unreachable: {exc}") from None
+        status = int(response["status"])
+        if status == 404 and missing is not None:
+            return missing
+        try:
+            payload = json.loads(response["body"] or "null")
+        except ValueError:
+            payload = None
+            if status < 400:
+                raise PluginError(f"trading core at {safe_url(self.url)}: {method} {path} did not answer JSON") from None
+        if status >= 400:
+            detail = payload.get("error", f"HTTP {status}") if isinstance(payload, dict) else response["body"][:200]
+            raise PluginError(f"core refused {method} {path}: HTTP {status}: {detail}")
+        return payload
 
     def status(self) -> dict[str, Any]:
         return dict(self._request("GET", "/state"))
