@@ -7,16 +7,15 @@ import glob
 import hashlib
 import json
 import os
-import secrets
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from engine.errors import PluginError
 from engine.plugins import Plan, StepContext, sha256_file
-from transports.util import fsync_dir
+from transports.util import atomic_write, fsync_dir
 
 PATH = {
     "type": "string",
@@ -24,32 +23,6 @@ PATH = {
     "description": "File path, relative to the run's workdir.",
 }
 MAX_DIFF_LINES = 2000
-
-
-def atomic_write(path: Path, fill: Callable[[IO[bytes]], object], mode: int | None = None) -> None:
-    """Write via a temp file in the same directory, fsync, rename over `path`, fsync the directory.
-
-    New files get 0o666 minus the umask unless `mode`; an existing file keeps its mode.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    if mode is None and path.exists():
-        mode = path.stat().st_mode & 0o7777
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as fh:
-            fill(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise PluginError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def _new_content(params: Mapping[str, Any]) -> bytes:

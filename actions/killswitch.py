@@ -7,7 +7,6 @@ removes the file. Validation requires an approve step before every release.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.plugins import Plan, StepContext
+from transports.util import atomic_write_text
 
 
 def _kill_switch_path(params: Mapping[str, Any], ctx: StepContext) -> Path:
@@ -44,13 +44,7 @@ class Engage:
         path = _kill_switch_path(params, ctx)
         payload = {"engaged": True, "reason": params["reason"], "run_id": ctx.run_id, "step": ctx.step_id,
                    "host": socket.gethostname(), "ts_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(payload, indent=2))
         return {"path": str(path), "engaged": True, "payload": payload}
 
     def plan(self, params: Mapping[str, Any], ctx: StepContext) -> Plan:

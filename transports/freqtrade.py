@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from engine.errors import PluginError
 from transports.http import fetch, safe_url
-from transports.util import fsync_dir
+from transports.util import atomic_write_text
 
 MODES = {"stopped": "HALT", "paused": "ARMED_SAFE", "running": "ARMED_LIVE"}
 _REQUEST = {"HALT": "/stop", "ARMED_SAFE": "/pause", "ARMED_LIVE": "/start"}
@@ -136,15 +136,7 @@ class FreqtradeAdapter:
             return None
 
     def _write_journal(self, name: str, record: Mapping[str, Any]) -> None:
-        path = self._journal_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(record, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        atomic_write_text(self._journal_path(name), json.dumps(record, sort_keys=True))
 
     # -- the CoreAdapter operations ------------------------------------------------------
 
@@ -410,10 +402,7 @@ class FreqtradeAdapter:
                    "core": "freqtrade"}
         already = self.kill_switch_file.exists()
         if not already:
-            self.kill_switch_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.kill_switch_file.with_name(f".{self.kill_switch_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-            os.replace(tmp, self.kill_switch_file)
+            atomic_write_text(self.kill_switch_file, json.dumps(payload, indent=2))
         cancelled = self.cancel_all_orders(f"kill-switch-{actor}", actor)
         self._call("POST", "/stop")
         self._write_journal("safety", {"mode": "HALT", "reason_code": "KILL_SWITCH_ENGAGED", "reason_message": reason,

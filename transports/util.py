@@ -7,10 +7,11 @@ accept a plain number of seconds.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from engine.errors import PluginError
 from engine.plugins import (
@@ -21,7 +22,7 @@ from engine.plugins import (
     sha256_file,
 )
 
-__all__ = ["DURATION", "effective_timeout", "fsync_dir", "read_text", "seconds", "sha256_file", "utc_iso"]
+__all__ = ["DURATION", "atomic_write", "atomic_write_text", "effective_timeout", "fsync_dir", "read_text", "seconds", "sha256_file", "utc_iso"]
 
 DURATION = {
     "type": ["number", "string"],
@@ -78,3 +79,35 @@ def read_text(path: Path) -> str:
         raise PluginError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise PluginError(f"cannot read {path}: {e.strerror}") from None
+
+
+def atomic_write(path: Path, fill: Callable[[IO[bytes]], object], mode: int | None = None) -> None:
+    """Write via a temp file in the same directory, fsync, rename over `path`, fsync the directory.
+
+    New files get 0o666 minus the umask unless `mode`; an existing file keeps its mode.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    if mode is None and path.exists():
+        mode = path.stat().st_mode & 0o7777
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fill(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PluginError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write` of UTF-8 text (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
