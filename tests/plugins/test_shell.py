@@ -167,3 +167,17 @@ def test_action_verify(
     assert action.verify(params, ctx) is answer
     assert valid(action, params)
     assert valid(check, params) is (verify_argv is None)
+
+
+def test_the_trading_core_credentials_are_not_inherited(ctx: StepContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """core.username_env / core.password_env name the core's credentials: no step process sees them."""
+    monkeypatch.setenv("FT_TEST_USER", "ops")
+    monkeypatch.setenv("FT_TEST_PASS", "canary-not-for-steps")
+    monkeypatch.setenv("OTHER_VAR", "visible")
+    settings = {"core": {"adapter": "freqtrade", "url": "http://127.0.0.1:1", "username_env": "FT_TEST_USER",
+                         "password_env": "FT_TEST_PASS"}}
+    core_ctx = dataclasses.replace(ctx, settings=settings)
+    params = {"argv": ["env"], "verify_argv": ["sh", "-c", 'test -z "$FT_TEST_PASS" && test -n "$OTHER_VAR"']}
+    out = ShellCheck().run({"argv": ["env"]}, core_ctx)["stdout"]
+    assert "canary-not-for-steps" not in out and "FT_TEST_USER" not in out and "OTHER_VAR=visible" in out
+    assert ShellAction().verify(params, core_ctx) is True
