@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from engine.errors import PluginError
 from engine.plugins import StepContext
 from transports.http import URL, fetch
-from transports.process import run_command
+from transports.process import hidden_env, run_command
 from transports.util import effective_timeout
 
 
@@ -101,7 +101,7 @@ class TimeOffset:
             resolution = 1000.0
         elif "argv" in params:
             source = " ".join(params["argv"])
-            out = run_command(params["argv"], timeout=timeout)
+            out = run_command(params["argv"], timeout=timeout, unset=hidden_env(ctx))
             t1 = time.time()
             if out["exit_code"] != 0:
                 raise PluginError(f"{params['argv'][0]} exited {out['exit_code']}", result=out)
