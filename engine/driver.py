@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RunbookError
-from engine.runs import process_alive
+from engine.runs import process_alive, read_json_object
 
 
 class RunDriven(RunbookError):
@@ -70,11 +70,7 @@ def take(state_dir: Path, run_id: str, command: str) -> Driver:
 
 def read_holder(path: Path) -> dict[str, Any]:
     """Who last took the lock (best effort)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path) or {}
 
 
 def held_message(run_id: str, holder: dict[str, Any]) -> str:

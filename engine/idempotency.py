@@ -9,7 +9,6 @@ run with the key exits 11 unless `--force`. The key's text is stored redacted.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,14 @@ from typing import Any
 
 from engine.errors import InvalidRunbook, Problem
 from engine.model import Runbook
-from engine.runs import RunStore, UnknownRun, atomic_write_json, effective_status, process_alive
+from engine.runs import (
+    RunStore,
+    UnknownRun,
+    atomic_write_json,
+    effective_status,
+    process_alive,
+    read_json_object,
+)
 
 HELD = "HELD"
 
@@ -61,14 +67,6 @@ def _path(state_dir: Path, digest: str) -> Path:
     return state_dir / "idempotency" / f"{digest}.json"
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _holder_state(store: RunStore, previous: dict[str, Any]) -> str:
     """`success`, `unfinished` (running, paused or interrupted; named) or `free` for the run a key file names."""
     if previous.get("outcome") == "SUCCESS":
@@ -97,7 +95,7 @@ def claim(state_dir: Path, store: RunStore, key: str, run_id: str, force: bool, 
     path = _path(state_dir, key_sha256(key))
     shown = redact(key)
     with _guard(state_dir):
-        previous = _read(path)
+        previous = read_json_object(path)
         holder = _holder_state(store, previous) if previous and previous.get("run_id") != run_id else "free"
         evidence = {"previous": previous, "forced": bool(force and holder == "success")}
         if holder == "unfinished" and previous is not None:
@@ -123,7 +121,7 @@ def held_by(state_dir: Path, run_id: str, digest: str | None) -> Claim | None:
     if not digest:
         return None
     path = _path(state_dir, digest)
-    current = _read(path)
+    current = read_json_object(path)
     if current is None or current.get("run_id") != run_id:
         return None
     return Claim(path, run_id, False)
@@ -131,7 +129,7 @@ def held_by(state_dir: Path, run_id: str, digest: str | None) -> Claim | None:
 
 def holder(claim_: Claim) -> str | None:
     """The run the key file names now."""
-    current = _read(claim_.path)
+    current = read_json_object(claim_.path)
     return str(current.get("run_id")) if current else None
 
 
@@ -140,6 +138,6 @@ def settle(state_dir: Path, claim_: Claim, outcome: str) -> None:
     if not claim_.path.exists():
         return
     with _guard(state_dir):
-        current = _read(claim_.path)
+        current = read_json_object(claim_.path)
         if current is not None and current.get("run_id") == claim_.run_id:
             atomic_write_json(claim_.path, {**current, "outcome": outcome})

@@ -8,7 +8,6 @@ stale lock, broken only on request (`--force-lock-break --reason`).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -20,7 +19,7 @@ from typing import Any
 from engine.errors import RunbookError
 from engine.model import LockSpec
 from engine.redact import mask
-from engine.runs import atomic_write_json, process_alive
+from engine.runs import atomic_write_json, process_alive, read_json_object
 
 POLL_S = 0.05
 
@@ -66,11 +65,7 @@ def _age_s(payload: dict[str, Any]) -> float | None:
 
 def read_payload(path: Path) -> dict[str, Any] | None:
     """The lock payload, or None when there is no (readable) lock file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(path)
 
 
 def assess(payload: dict[str, Any] | None, ttl_s: float) -> str:

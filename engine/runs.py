@@ -64,6 +64,15 @@ def atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a small state file, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class RunStore:
     """Run records in `<state_dir>/runs/<run_id>.json`."""
 

@@ -7,7 +7,7 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -158,16 +158,23 @@ def test_resumed_run_takes_over_the_lock_its_killed_process_left(ws: Workspace) 
 # -- waiting -----------------------------------------------------------------------------------
 
 
-def hold(ws: Workspace, name: str, seconds: float) -> tuple:
-    """Start a run of `holder` that holds lock `name` for about `seconds` once it is inside."""
-    locked_runbook(ws, "holder", f"touch inside; sleep {seconds}", f"{{name: {name}, wait: 0s}}")
+def hold(ws: Workspace, name: str) -> Any:
+    """Start a run of `holder` that holds lock `name` from when it is inside until the test calls `release`."""
+    locked_runbook(ws, "holder", "touch inside; while [ ! -e release ]; do sleep 0.01; done",
+                   f"{{name: {name}, wait: 0s}}")
     proc = ws.popen("run", "holder", "--no-input")
     wait_for(lambda: (ws.root / "inside").exists(), what="the holder to be inside")
     return proc
 
 
+def release(ws: Workspace, holder: Any) -> tuple[int, str]:
+    """Let the holder finish; its exit code and output."""
+    (ws.root / "release").touch()
+    return finish(holder)
+
+
 def test_lock_wait_polls_then_exits_40(ws: Workspace) -> None:
-    holder = hold(ws, "shared", 2.5)
+    holder = hold(ws, "shared")
     locked_runbook(ws, "waiter", ECHO, "{name: shared, wait: 1s}")
     begin = time.monotonic()
     waited = ws.cli("run", "waiter", "--no-input")
@@ -178,26 +185,28 @@ def test_lock_wait_polls_then_exits_40(ws: Workspace) -> None:
     assert effect_lines(ws) == []
     waiter_id = [r["run_id"] for r in run_records(ws) if r["runbook"] == "waiter"][0]
     assert lock_events(ws, waiter_id)[-1]["action"] == "not acquired"
-    assert finish(holder)[0] == 0
+    assert release(ws, holder)[0] == 0
 
 
 def test_lock_wait_acquires_when_the_holder_finishes_in_time(ws: Workspace) -> None:
-    holder = hold(ws, "shared", 1)
-    locked_runbook(ws, "waiter", ECHO, "{name: shared, wait: 20s}")
-    waited = ws.cli("run", "waiter", "--no-input")
-    assert waited.code == 0, waited.text
-    assert finish(holder)[0] == 0
+    holder = hold(ws, "shared")
+    locked_runbook(ws, "waiter", ECHO, "{name: shared, wait: 60s}")
+    waiter = ws.popen("run", "waiter", "--no-input")
+    wait_for(lambda: any(r["runbook"] == "waiter" for r in run_records(ws)), what="the waiter to start waiting")
+    assert release(ws, holder)[0] == 0
+    code, text = finish(waiter)
+    assert code == 0, text
     assert len(effect_lines(ws)) == 1
     assert lock_payload(ws, "shared")["active"] == 0
 
 
 def test_on_held_skip_exits_11(ws: Workspace) -> None:
-    holder = hold(ws, "shared", 1.5)
+    holder = hold(ws, "shared")
     locked_runbook(ws, "skipper", ECHO, "{name: shared, wait: 0s, on_held: skip}")
     skipped = ws.cli("run", "skipper", "--no-input")
     assert skipped.code == 11, skipped.text
     assert effect_lines(ws) == []
-    assert finish(holder)[0] == 0
+    assert release(ws, holder)[0] == 0
 
 
 # -- release however the run ends ------------------------------------------------------------------
