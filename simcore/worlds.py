@@ -150,8 +150,9 @@ def momentum(rows: list[dict[str, Any]], through: str, lookback: int) -> dict[st
 
 
 def init(root: Path, seed: int, now_ms: int, config_hash: str) -> None:
-    """Write the 001, 003 and 004 worlds of a fresh core."""
+    """Write the 001, 002 (docs), 003 and 004 worlds of a fresh core."""
     _init_001(root, now_ms)
+    _init_002(root, now_ms)
     _init_003(root, seed, now_ms, config_hash)
     _init_004(root, now_ms)
 
@@ -181,6 +182,19 @@ def _init_001(root: Path, now: int) -> None:
     atomic_write_json(s / "gateway_stats.json", _gateway(now, None, None, True))
     (root / "audit_logs").mkdir(exist_ok=True)
     atomic_write_text(root / "audit_logs" / "risk_events.jsonl", "")
+
+
+def _init_002(root: Path, now: int) -> None:
+    """The copy-trader's docs that its Go/No-Go cites: the decision strategy version and the test plan record."""
+    d = root / "docs" / "modules"
+    d.mkdir(parents=True, exist_ok=True)
+    day = iso_utc(now - 2 * DAY)[:10]
+    atomic_write_text(d / "DECISION.md", "# Decision module\n\nstrategy_version: copy-v1.3.0\n\n"
+                      f"## Acceptance\n\nAccepted {day} by risk (copy sizing, reduce-only exits).\n")
+    atomic_write_text(root / "docs" / "TEST_PLAN.md", "# Test plan\n\n| date | suite | result |\n|---|---|---|\n"
+                      f"| {day} | integration: execution adapter | PASS |\n"
+                      f"| {day} | integration: reconciliation | PASS |\n"
+                      f"| {day} | integration: backfill and cursor | PASS |\n")
 
 
 def _gateway(now: int, halt_reason: str | None, until: int | None, up: bool) -> dict[str, Any]:

@@ -435,3 +435,13 @@ def test_schema_rebuild_denied_changes_nothing(sim):
     code, doc = approve_and_resume(sim, doc, "authorize", deny=True)
     assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
     assert sim.state_hash() == before
+
+
+def test_go_no_go_needs_the_strategy_version_and_passing_integration_tests(sim):
+    plan = sim.root / "core/docs/TEST_PLAN.md"
+    plan.write_text(plan.read_text() + "| 2026-01-21 | integration: execution adapter | FAIL |\n")
+    code, doc = run(sim, "go-no-go")
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT") and "integration tests" in doc["message"]
+    (sim.root / "core/docs/modules/DECISION.md").write_text("# Decision module\n")
+    code, doc = run(sim, "go-no-go")
+    assert code == 10 and "decision strategy version" in doc["message"]
