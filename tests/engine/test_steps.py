@@ -221,17 +221,15 @@ def test_end_with_a_message_template(ws: Workspace) -> None:
 
 
 def test_timeout_fails_a_slow_step_quickly(ws: Workspace) -> None:
-    """`timeout: 500ms` on a 5 s command: the step fails well before 5 s."""
+    """`timeout: 500ms` on a 10-minute command: the step fails (the CLI's own timeout would end the test first)."""
     runbook(ws, "slow", """
         steps:
           - id: nap
             check: shell
-            with: {argv: [sleep, "5"]}
+            with: {argv: [sleep, "600"]}
             timeout: 500ms
     """)
-    began = time.monotonic()
     doc = run(ws, "slow", code=10)
-    assert time.monotonic() - began < 4
     assert "timed out" in doc["steps"]["nap"]["error"]
 
 
@@ -455,9 +453,7 @@ def test_wait_polls_until_the_condition_holds(ws: Workspace) -> None:
 def test_wait_timeout_is_a_failure(ws: Workspace) -> None:
     """The condition never holds: the wait fails after its timeout (INTERNAL_ERROR)."""
     runbook(ws, "waiter", WAIT.format(timeout="300ms"))
-    began = time.monotonic()
     doc = run(ws, "waiter", code=50)
-    assert time.monotonic() - began < 5
     assert "still false" in doc["steps"]["flag"]["error"]
 
 
@@ -652,7 +648,7 @@ params:
 steps:
   - id: slow
     check: shell
-    with: {argv: [sleep, "5"]}
+    with: {argv: [sleep, "600"]}
     timeout: "{{ params.limit }}"
     on_fail: poll
   - id: poll
@@ -668,9 +664,7 @@ steps:
 def test_durations_can_come_from_params(ws: Workspace) -> None:
     """`timeout`, `wait.every` and `wait.timeout` may be templates; a bad value fails the step clearly."""
     ws.runbook("durations", DURATIONS)
-    started = time.monotonic()
-    result = ws.cli("run", "durations", "--output", "json")
-    assert time.monotonic() - started < 4, "the templated timeout did not apply"
+    result = ws.cli("run", "durations", "--output", "json")  # the CLI timeout (60 s) fails the test if it did not apply
     assert result.code == 50, result.text
     steps = json.loads(result.out)["steps"]
     assert "timed out" in steps["slow"]["error"]
