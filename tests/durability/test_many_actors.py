@@ -82,7 +82,7 @@ def alive(pid: int) -> bool:
 
 
 # ENGINE BUG (found by test_two_resumes_...): engine/driver.py take() writes the driver's payload only after
-# flock succeeded (`os.ftruncate(fd, 0)` then `os.pwrite(...)`, lines 64-65). A second `resume` that fails
+# flock succeeded (`os.ftruncate(fd, 0)` then `os.pwrite(...)`, lines 65-66). A second `resume` that fails
 # flock in that window reads an empty file (or the previous driver's payload, e.g. the `approve` that took
 # the approval into the log) and its exit-40 message says "driven by another process (`runbook ?` since ?)"
 # or names a gone pid, instead of the driver's pid and host (SPEC 4.1). Exit code and exclusion are right.
@@ -245,7 +245,7 @@ def test_two_resumes_of_an_approved_run_exactly_one_drives(actors: Actors, round
 
 
 # ENGINE BUG (found by test_approve_racing_resume_...): engine/approvals.py approve() loads the run record
-# (`ws.store.load`, status paused, last_event_hash H) and only then reads the log (`trusted_events`), holding
+# (`ws.store.load`, line 133: paused, last_event_hash H), then reads the log (`trusted_events`, line 144), holding
 # nothing. A resume that starts in between saves the record as running and appends `run_resumed` after H;
 # approve then sees a "sealed" run with a non-approval record after H and exits 30 ("records were added
 # after the run was sealed") instead of storing the decision (SPEC 4.1: approve may be given while a run is
@@ -399,9 +399,10 @@ log.close()
 
 # ENGINE BUG (found by these tests): `approve` re-seals through Workspace._seal, which appends the
 # `bundle_sealed` record (engine/seal.py seal_bundle) and only then saves the run record with the new
-# last_event_hash (engine/session.py _seal). A kill -9 between the two leaves a paused run whose log has
-# [approval, bundle_sealed] after the sealed end; engine/resume.py trusted_events allows only approval
-# records there, so every later resume, approve and cancel exits 30 forever (issue 8 item 4 again).
+# last_event_hash (engine/session.py _seal, lines 358-360). A kill -9 between the two leaves a paused run
+# whose log has [approval, bundle_sealed] after the sealed end; engine/resume.py trusted_events (line 68)
+# allows only approval records there, so every later resume, approve and cancel exits 30 forever (issue 8
+# item 4 again).
 SEAL_BUG = ("ENGINE BUG: approve killed after seal_bundle appended `bundle_sealed` but before the run record "
             "was saved: resume.trusted_events refuses the tail [approval, bundle_sealed] (exit 30 forever)")
 
