@@ -63,7 +63,7 @@ def _type_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
         if not isinstance(core, dict):
             out.append(("core", f"core: expected a mapping such as {{adapter: sim, root: DIR}}, got {core!r}"))
         elif core.get("adapter", "sim") not in ("sim", "http", "freqtrade"):
-            out.append(("core", f"core.adapter: expected sim, http or freqtrade, got {core.get('adapter')!r}"))
+            out.append(("core", f"core.adapter: expected sim or http or freqtrade, got {core.get('adapter')!r}"))
         elif core.get("adapter") == "freqtrade":
             for key in ("url", "username_env", "password_env"):
                 if not isinstance(core.get(key, "-"), str) or (key == "url" and not core.get("url")):
