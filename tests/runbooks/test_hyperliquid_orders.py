@@ -8,7 +8,7 @@ from typing import Any
 from tests.runbooks import scenario
 
 SYSTEM = "hyperliquid"
-ENV = {"BINANCE_API_KEY": "dummy-key", "BINANCE_API_SECRET": "dummy-secret"}
+ENV = {"BINANCE_API_KEY": "dummy-key", "BINANCE_API_SECRET": "dummy-secret", "HYPERLIQUID_TARGET_WALLET": "0xdummy"}
 
 
 def run(sim: Any, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
@@ -44,3 +44,19 @@ def test_rate_limit_outage_disables_trading(sim):
     code, doc = run(sim, env={})
     assert code == 10 and "keys MISSING BINANCE_API_KEY,BINANCE_API_SECRET" in doc["message"]
     assert "class keys_or_permissions" in doc["message"]
+
+
+def test_go_no_go_disables_trading_when_a_rollback_trigger_fires(sim):
+    sim.simcore("inject", "retry_budget")
+    res = sim.simcore("reset-safety", "--config", "core/config/settings.yaml", "--schema", "core/config/schema.json",
+                      "--mode", "ARMED_LIVE", "--reason-code", "OPERATOR_RESUME", "--reason-message", "resume",
+                      "--allow-non-halt")
+    assert res.code == 0, res.text
+    code, doc = scenario.dry_run_untouched(sim, SYSTEM, "go-no-go", env=ENV)
+    assert code == 10 and doc["steps"]["no_go_trigger"]["status"] == "planned"
+    code, doc = scenario.run(sim, SYSTEM, "go-no-go", env=ENV)
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
+    assert "trading disabled (ARMED_SAFE)" in doc["message"]
+    st = scenario.status(sim)
+    assert (st["safety_mode"], st["safety_reason_code"]) == ("ARMED_SAFE", "ROLLBACK_TRIGGER")
+    assert scenario.verified(sim, doc)
