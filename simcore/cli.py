@@ -204,7 +204,17 @@ def cmd_ops(name: str) -> Any:
     return run
 
 
+def cmd_failure_drill(a: argparse.Namespace) -> int:
+    from .tools_ops import failure_drill
+
+    return _lines(failure_drill(a.trigger, Path(a.dir), a.seed))
+
+
 def _add_ops(add: Any) -> None:
+    sp = add("failure-drill", cmd_failure_drill, "seed 002 failure trigger on a disposable core")
+    sp.add_argument("--trigger", required=True)
+    sp.add_argument("--dir", required=True, help="where the disposable core is created")
+    sp.add_argument("--seed", type=int, default=7)
     sp = add("promotion-gate", cmd_ops("promotion-gate"), "seed 001 strict promotion gate over a paper session")
     sp.add_argument("--run-id", required=True)
     sp.add_argument("--experiment", required=True)

@@ -105,6 +105,33 @@ def broker_restart(core: Core, run_id: str) -> Out:
                     "events": events}, "BROKER_SESSION=RESTARTED")
 
 
+DRILL_TRIGGERS = {
+    # seed 002 "Failure Triggers and Expected Signals": how each one is caused on a disposable core
+    "SCHEMA_VERSION_MISMATCH": ("schema_mismatch", 1),
+    "EXECUTION_RETRY_BUDGET_EXCEEDED": ("retry_budget", 0),
+    "RECONCILE_CRITICAL": ("reconcile_drift", 1),
+    "BACKFILL_WINDOW_EXCEEDED": ("backfill_window_exceeded", 1),
+}
+
+
+def failure_drill(trigger: str, directory: Path, seed: int = 7) -> Out:
+    """Cause one seed 002 failure trigger on a fresh disposable core under `directory` and
+    report the safety signal it produced (the live core is never touched)."""
+    if trigger not in DRILL_TRIGGERS:
+        return _out(2, {"error": f"unknown trigger {trigger!r}; known: {', '.join(DRILL_TRIGGERS)}"})
+    fault, ticks = DRILL_TRIGGERS[trigger]
+    root = directory / trigger.lower()
+    core = Core.init(root, seed=seed)
+    core.inject(fault)
+    if ticks:
+        core.tick(ticks)
+    st = core.status()
+    out = {"trigger": trigger, "core": str(root), "caused_by": fault, "ticks": ticks,
+           "safety_mode": st["safety_mode"], "safety_reason_code": st["safety_reason_code"],
+           "safety_reason_message": st["safety_reason_message"]}
+    return _out(0, out)
+
+
 # ------------------------------------------------------------------ 003: the rebalance system
 
 

@@ -60,3 +60,20 @@ def test_go_no_go_disables_trading_when_a_rollback_trigger_fires(sim):
     st = scenario.status(sim)
     assert (st["safety_mode"], st["safety_reason_code"]) == ("ARMED_SAFE", "ROLLBACK_TRIGGER")
     assert scenario.verified(sim, doc)
+
+
+def test_failure_trigger_drill_on_disposable_cores(sim):
+    before = sim.state_hash()
+    code, doc = scenario.dry_run_untouched(sim, SYSTEM, "failure-trigger-drill", env=ENV)
+    assert code == 0 and not (sim.root / "drills").exists()
+    code, doc = scenario.run(sim, SYSTEM, "failure-trigger-drill", env=ENV)
+    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
+    assert "RECONCILE_CRITICAL -> HALT" in doc["message"] and "EXECUTION_RETRY_BUDGET_EXCEEDED -> ARMED_SAFE" in doc["message"]
+    assert sim.state_hash() == before  # the live core is never touched
+    assert len(list((sim.root / "drills/failure_triggers").glob("*/*/state/core.db"))) == 4
+    assert scenario.verified(sim, doc)
+    # A trigger that does not produce its expected signal is reported.
+    triggers = '[{"name": "EXECUTION_RETRY_BUDGET_EXCEEDED", "modes": ["HALT"]}]'
+    code, doc = scenario.run(sim, SYSTEM, "failure-trigger-drill", "--param", f"triggers={triggers}", env=ENV)
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
+    assert "EXECUTION_RETRY_BUDGET_EXCEEDED: got ARMED_SAFE" in doc["message"]

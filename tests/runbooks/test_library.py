@@ -20,7 +20,7 @@ SYSTEMS = {
         "startup-preflight", "post-start-checks", "ops-validation-bundle", "go-no-go",
         "reduce-only-minimal-validation", "entered-armed-safe", "entered-halt", "retry-budget-exceeded",
         "long-downtime-recovery", "cursor-recovery", "order-state-recovery", "backups", "schema-rebuild",
-        "repeated-order-failures"}),
+        "repeated-order-failures", "failure-trigger-drill"}),
     "rebalance": ("003_ee69a34aef19eb75.txt", {
         "pre-rebalance-checks", "post-open-reconciliation", "incident-immediate-actions", "monthly-rebalance-guard",
         "leave-safe-mode", "halt-review", "rebalance-job-missed", "rebalance-daily-checks", "rebalance-weekly-maintenance",
