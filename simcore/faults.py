@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import db, ledger, market, safety, worlds
 from .errors import BadRequest
-from .fsutil import atomic_write_json, atomic_write_text, pid_alive, read_json, wall_ms
+from .fsutil import (
+    atomic_write_json,
+    atomic_write_text,
+    canonical_json,
+    iso_utc,
+    pid_alive,
+    read_json,
+    wall_ms,
+)
 
 if TYPE_CHECKING:
     from .core import Core
@@ -247,12 +255,12 @@ def _missed(post_open: bool) -> Callable[[Core], Result]:
     def inject(core: Core) -> Result:
         with core.session(write=False) as (w, _c):
             now = w.now_ms
-        month = worlds.iso_utc(now)[:7]
+        month = iso_utc(now)[:7]
         close_ms = now - (20 if post_open else 2) * 3_600_000
-        job = {"status": "not_completed", "close_ms": close_ms, "close_utc": worlds.iso_utc(close_ms),
-               "deadline_ms": close_ms + 3_600_000, "deadline_utc": worlds.iso_utc(close_ms + 3_600_000),
+        job = {"status": "not_completed", "close_ms": close_ms, "close_utc": iso_utc(close_ms),
+               "deadline_ms": close_ms + 3_600_000, "deadline_utc": iso_utc(close_ms + 3_600_000),
                "next_open_ms": now + (-3_600_000 if post_open else 14 * 3_600_000),
-               "next_open_utc": worlds.iso_utc(now + (-3_600_000 if post_open else 14 * 3_600_000)),
+               "next_open_utc": iso_utc(now + (-3_600_000 if post_open else 14 * 3_600_000)),
                "close_day": worlds.prior_close_day(now)}
         path = _rebal(core) / "jobs.json"
         jobs = read_json(path)
@@ -305,7 +313,7 @@ def scheduler_stalled(core: Core) -> Result:
     (r / "scheduler_stopped").write_text("stopped\n")
     hb = read_json(r / "heartbeat.json")
     hb["ts_ms"] -= 2 * 3_600_000
-    hb["ts"] = worlds.iso_utc(hb["ts_ms"])
+    hb["ts"] = iso_utc(hb["ts_ms"])
     atomic_write_json(r / "heartbeat.json", hb)
     _remember(core, "scheduler_stalled", {})
     return {"heartbeat": hb}
@@ -316,7 +324,7 @@ def _heal_scheduler(core: Core, undo: dict[str, Any]) -> Result:
     (r / "scheduler_stopped").unlink(missing_ok=True)
     with core.session(write=False) as (w, _c):
         now = w.now_ms
-    hb = {"job": "rebalance-scheduler", "ts": worlds.iso_utc(now), "ts_ms": now}
+    hb = {"job": "rebalance-scheduler", "ts": iso_utc(now), "ts_ms": now}
     atomic_write_json(r / "heartbeat.json", hb)
     return {"heartbeat": hb}
 
@@ -332,7 +340,7 @@ def slippage_out_of_band(core: Core) -> Result:
             rec["fill_price"] = round(rec["expected_price"] * 1.0031, 2)
             rec["slippage_bps"] = round((rec["fill_price"] / rec["expected_price"] - 1) * 10_000, 2)
             rec["spread_bps"] = 9.5
-        out.append(worlds.canonical_json(rec))
+        out.append(canonical_json(rec))
     atomic_write_text(path, "\n".join(out) + "\n")
     _remember(core, "slippage_out_of_band", {"lines": lines})
     return {"ledger": str(path)}

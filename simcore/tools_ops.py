@@ -55,7 +55,7 @@ def promotion_gate(core: Core, run_id: str, experiment: str, strict: bool) -> Ou
     dq = read_json(s / "data_quality_latest.json")
     pass_rate = sum(1 for r in orders if r.get("status") == "ok") / len(orders) if orders else 0.0
     err_rate = sum(int(r.get("errors", 0)) for r in ops) / len(ops) if ops else 1.0
-    criteria = {
+    criteria: dict[str, dict[str, Any]] = {
         "reconciliation_pass_rate": {"value": round(pass_rate, 6), "min": 0.995, "ok": pass_rate >= 0.995},
         "operational_error_rate": {"value": round(err_rate, 6), "max": 0.02, "ok": err_rate <= 0.02},
         "consecutive_mismatch_runs": {"value": orders[-1].get("consecutive_mismatch_runs", 0) if orders else None,

@@ -21,27 +21,34 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .fsutil import append_line, atomic_write_json, atomic_write_text, canonical_json, iso_utc, read_json
+from .fsutil import (
+    append_line,
+    atomic_write_json,
+    atomic_write_text,
+    canonical_json,
+    iso_utc,
+    read_json,
+)
 from .market import rng_for
 
 SESSION = Path("results/runs/r1")
 REBAL = Path("rebalance")
-UNIVERSE = {"SPY": 470.0, "EFA": 78.0, "EEM": 41.0, "IEF": 95.0}
+UNIVERSE: dict[str, float] = {"SPY": 470.0, "EFA": 78.0, "EEM": 41.0, "IEF": 95.0}
 HOLIDAYS_2025_2026 = {
     "2025-01-01", "2025-01-09", "2025-01-20", "2025-02-17", "2025-04-18", "2025-05-26", "2025-06-19",
     "2025-07-04", "2025-09-01", "2025-11-27", "2025-12-25",
     "2026-01-01", "2026-01-19", "2026-02-16", "2026-04-03", "2026-05-25", "2026-06-19", "2026-07-03",
     "2026-09-07", "2026-11-26", "2026-12-25",
 }
-EARLY_CLOSES = {"2025-07-03": "13:00", "2025-11-28": "13:00", "2025-12-24": "13:00",
+EARLY_CLOSES: dict[str, str] = {"2025-07-03": "13:00", "2025-11-28": "13:00", "2025-12-24": "13:00",
                 "2026-11-27": "13:00", "2026-12-24": "13:00"}
-STRATEGY = {"strategy_version": "xsmom-2.1.0", "code_commit": "3f9c2e1d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d",
+STRATEGY: dict[str, Any] = {"strategy_version": "xsmom-2.1.0", "code_commit": "3f9c2e1d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d",
             "universe": sorted(UNIVERSE), "lookback_days": 252, "convention": "close_to_open"}
-POLICY = {"catch_up_post_open": False, "decision_deadline_min_after_close": 60,
+POLICY: dict[str, Any] = {"catch_up_post_open": False, "decision_deadline_min_after_close": 60,
           "broker_retry": {"attempts": 3, "delay_s": 1}, "halt_window_min": 30,
           "unreconciled_max_min": 30, "slippage_band_bps": 10.0, "spread_band_bps": 5.0,
           "max_daily_jump_pct": 15.0}
-MODELS = {
+MODELS: dict[str, dict[str, Any]] = {
     "v2.3.0": {"precision": 0.58, "signed_off_by": "risk:carol", "registered_at": "2025-10-02T09:00:00Z"},
     "v2.3.1": {"precision": 0.60, "signed_off_by": "risk:carol", "registered_at": "2025-11-14T09:00:00Z"},
     "v2.4.0": {"precision": 0.61, "signed_off_by": "risk:dave", "registered_at": "2026-01-05T09:00:00Z"},
