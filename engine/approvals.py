@@ -128,9 +128,8 @@ def approve(ws: Any, run_id: str, step_id: str, by: str, note: str | None, deny:
 
     Refusals (not an approver, four-eyes) are stored too, so the run's evidence shows them.
     """
-    from engine.resume import trusted_events
-
-    record = ws.store.load(run_id)
+    box = ApprovalBox.of(ws.config.state_dir, run_id)
+    record, events = _record_and_events(ws, run_id, box)
     if record.status == "finished":
         raise ApprovalRefused(f"run {run_id} already finished {record.outcome}; there is nothing to approve")
     runbook = ws.load(record.runbook_path)
@@ -140,8 +139,6 @@ def approve(ws: Any, run_id: str, step_id: str, by: str, note: str | None, deny:
         raise ApprovalRefused(f"run {run_id} has no step '{step_id}'") from None
     if not isinstance(step, ApproveStep):
         raise ApprovalRefused(f"step '{step_id}' is a {step.kind} step, not an approval")
-    box = ApprovalBox.of(ws.config.state_dir, run_id)
-    events = trusted_events(record, box)
     requested = max((e["seq"] for e in events if e["type"] == "approval_requested" and e["step"] == step_id), default=0)
     if not requested:
         raise ApprovalRefused(f"run {run_id} has not asked for an approval of step '{step_id}' "
@@ -161,6 +158,21 @@ def approve(ws: Any, run_id: str, step_id: str, by: str, note: str | None, deny:
     if refusal:
         raise ApprovalRefused(f"approval refused: {refusal}")
     return {"decision": decision, "by": by, "note": note, "via": via, "id": approval_id}
+
+
+def _record_and_events(ws: Any, run_id: str, box: ApprovalBox) -> tuple[Any, list[dict[str, Any]]]:
+    """The run record and its trusted log, read again when a driver changed the run between the two reads."""
+    from engine.resume import trusted_events
+
+    for _ in range(20):
+        record = ws.store.load(run_id)
+        try:
+            return record, trusted_events(record, box)
+        except StateCorrupt:
+            now = ws.store.load(run_id)
+            if (now.status, now.last_event_hash) == (record.status, record.last_event_hash):
+                raise
+    return record, trusted_events(record, box)
 
 
 def _take_into_log(ws: Any, run_id: str, box: ApprovalBox) -> None:

@@ -59,13 +59,27 @@ def take(state_dir: Path, run_id: str, command: str) -> Driver:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RunDriven(held_message(run_id, read_holder(path))) from None
+        raise RunDriven(held_message(run_id, _current_holder(path))) from None
     payload = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(), "command": command,
                "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(payload).encode("utf-8"), 0)
     os.set_inheritable(fd, True)
     return Driver(path, fd)
+
+
+def _current_holder(path: Path) -> dict[str, Any]:
+    """The holder's payload; a driver that has just taken the lock writes it a moment later, so read again briefly."""
+    import time
+
+    holder = read_holder(path)
+    for _ in range(40):
+        pid = holder.get("pid")
+        if isinstance(pid, int) and process_alive(pid):
+            break
+        time.sleep(0.025)
+        holder = read_holder(path)
+    return holder
 
 
 def read_holder(path: Path) -> dict[str, Any]:

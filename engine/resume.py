@@ -45,7 +45,7 @@ def trusted_events(record: RunRecord, box: ApprovalBox) -> list[dict[str, Any]]:
     """The run's event log: an intact chain that ends where the state directory says the run was sealed.
 
     The only records allowed after the sealed end are approvals that `runbook approve` took into the log and
-    was stopped before it re-sealed (each must be backed by its stored decision).
+    was stopped before it finished re-sealing (each backed by its stored decision), and that seal's record.
     """
     directory = Path(record.evidence_dir)
     events_path = directory / "events.jsonl"
@@ -65,7 +65,8 @@ def trusted_events(record: RunRecord, box: ApprovalBox) -> list[dict[str, Any]]:
                                "for this run")
         tail = events[at + 1:]
         if sealed and tail:
-            if not all(e["type"] in ("approval", "approval_refused") and box.find(str(e["data"].get("id") or ""))
+            if not all(e["type"] == "bundle_sealed" or (e["type"] in ("approval", "approval_refused")
+                                                        and box.find(str(e["data"].get("id") or "")))
                        for e in tail):
                 raise StateCorrupt(f"{events_path}:{tail[0]['seq']}: records were added after the run was sealed "
                                    "(its last record hash in the state directory differs)")

@@ -81,15 +81,6 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-# ENGINE BUG (found by test_two_resumes_...): engine/driver.py take() writes the driver's payload only after
-# flock succeeded (`os.ftruncate(fd, 0)` then `os.pwrite(...)`, lines 65-66). A second `resume` that fails
-# flock in that window reads an empty file (or the previous driver's payload, e.g. the `approve` that took
-# the approval into the log) and its exit-40 message says "driven by another process (`runbook ?` since ?)"
-# or names a gone pid, instead of the driver's pid and host (SPEC 4.1). Exit code and exclusion are right.
-DRIVER_BUG = ("ENGINE BUG: driver.take() writes the holder payload after flock (ftruncate, then pwrite); a resume "
-              "refused in between names no driver or a gone one")
-
-
 def names_driver(text: str, pid: int) -> bool:
     """An exit-40 message names the driving process (pid and host)."""
     return f"pid {pid}" in text and HOST in text
@@ -230,15 +221,13 @@ def test_two_resumes_of_an_approved_run_exactly_one_drives(actors: Actors, round
     lose_code, lose_text = finish(loser)
     win_code, win_text = finish(winner)
     assert lose_code == 40, lose_text
-    misnamed = not names_driver(lose_text, winner.pid)
+    assert names_driver(lose_text, winner.pid), lose_text
     assert win_code == 0, win_text
     assert executions(ws) == Counter({"act": 1, "after": 1})
     evs = events(ws, run_id)
     assert len(of_type(evs, "run_resumed")) == 1
     assert [e["data"]["by"] for e in of_type(evs, "approval", "gate")] == ["alice"]
     verified(ws, run_id)
-    if misnamed:  # everything else held: only the message is wrong
-        pytest.xfail(f"{DRIVER_BUG}: {lose_text.strip()}")
 
 
 # -- 3. approve racing resume --------------------------------------------------------------------
@@ -250,10 +239,6 @@ def test_two_resumes_of_an_approved_run_exactly_one_drives(actors: Actors, round
 # approve then sees a "sealed" run with a non-approval record after H and exits 30 ("records were added
 # after the run was sealed") instead of storing the decision (SPEC 4.1: approve may be given while a run is
 # driven or not). Re-reading the record when the check fails (or reading the log before the record) fixes it.
-APPROVE_RACE_BUG = ("ENGINE BUG: approve() reads the run record, then the log; a resume starting in between "
-                    "makes it exit 30 instead of storing the decision")
-
-
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_approve_racing_resume_never_executes_twice(actors: Actors, round_: int) -> None:
     ws = actors.ws
@@ -271,12 +256,7 @@ def test_approve_racing_resume_never_executes_twice(actors: Actors, round_: int)
     approve_code, approve_text = finish(procs["approve"])
     resume_code, resume_text = finish(procs["resume"])
     assert resume_code in (0, 12, 40), resume_text
-    raced = approve_code == 30 and "records were added after the run was sealed" in approve_text
-    if raced:  # APPROVE_RACE_BUG: nothing was stored; give it again to check everything else
-        assert resume_code == 12, resume_text
-        assert ws.cli("approve", run_id, "gate", "--by", "alice").code == 0
-    else:
-        assert approve_code == 0, approve_text  # approve may be given while the run is driven or not
+    assert approve_code == 0, approve_text  # approve may be given while the run is driven or not
     if resume_code != 0:
         extra = ws.cli("resume", run_id, "--no-input")
         assert extra.code == 0, f"{resume_code}: {resume_text}\n-- extra resume:\n{extra.text}"
@@ -285,8 +265,6 @@ def test_approve_racing_resume_never_executes_twice(actors: Actors, round_: int)
     assert [e["data"]["by"] for e in of_type(evs, "approval", "gate")] == ["alice"]
     assert run_record(ws, run_id)["outcome"] == "SUCCESS"
     verified(ws, run_id)
-    if raced:
-        pytest.xfail(f"{APPROVE_RACE_BUG}: {approve_text.strip()}")
 
 
 # -- 4. an idempotency key is held while its run is paused or interrupted ---------------------------
@@ -397,28 +375,9 @@ log.record(kind, entry["step"], data)
 log.close()
 """
 
-# ENGINE BUG (found by these tests): `approve` re-seals through Workspace._seal, which appends the
-# `bundle_sealed` record (engine/seal.py seal_bundle) and only then saves the run record with the new
-# last_event_hash (engine/session.py _seal, lines 358-360). A kill -9 between the two leaves a paused run
-# whose log has [approval, bundle_sealed] after the sealed end; engine/resume.py trusted_events (line 68)
-# allows only approval records there, so every later resume, approve and cancel exits 30 forever (issue 8
-# item 4 again).
-SEAL_BUG = ("ENGINE BUG: approve killed after seal_bundle appended `bundle_sealed` but before the run record "
-            "was saved: resume.trusted_events refuses the tail [approval, bundle_sealed] (exit 30 forever)")
-
 CRASH_POINTS = ["tmp-only", "file", "file+record",
-                pytest.param("sealed-bundle-old-record", marks=pytest.mark.xfail(strict=True, reason=SEAL_BUG)),
+                "sealed-bundle-old-record",
                 "full"]
-
-
-def sealed_tail_bug(ws: Workspace, run_id: str, text: str) -> bool:
-    """The failure is SEAL_BUG: a `bundle_sealed` record after the end the run record names."""
-    if "records were added after the run was sealed" not in text:
-        return False
-    last = run_record(ws, run_id)["last_event_hash"]
-    evs = events(ws, run_id)
-    at = next(n for n, e in enumerate(evs) if e["hash"] == last)
-    return [e["type"] for e in evs[at + 1:]] == ["approval", "bundle_sealed"]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -475,8 +434,6 @@ def test_approve_killed_at_a_random_moment_then_resume_succeeds(actors: Actors, 
     assert proc.returncode in (0, -signal.SIGKILL), proc.returncode
 
     resumed = ws.cli("resume", run_id, "--no-input")
-    if resumed.code == 30 and sealed_tail_bug(ws, run_id, resumed.text):
-        pytest.xfail(SEAL_BUG)
     if resumed.code == 12:  # killed before it stored the decision: nothing approved, nothing lost
         stored = any(box.glob("*.json")) or of_type(events(ws, run_id), "approval", "gate")
         assert not stored, resumed.text
