@@ -458,10 +458,19 @@ def _status(args: argparse.Namespace) -> int:
             print(f"           runbook approve {record.run_id} {waiting['step']} --by NAME [--deny]; then runbook resume {record.run_id}")
         elif waiting.get("type") == "in_doubt":
             print(f"waiting:   step '{waiting['step']}' is in doubt; runbook resume {record.run_id} --in-doubt rerun|skip|fail")
+        elif waiting.get("type") == "interrupted":
+            print(f"waiting:   interrupted by {waiting.get('signal', 'a signal')}; continue with: runbook resume {record.run_id}")
         else:
             print(f"waiting:   {json.dumps(waiting, default=str)}; runbook resume {record.run_id}")
     elif status == "interrupted":
         print(f"           the process is gone; continue with: runbook resume {record.run_id}")
+    from engine.approvals import ApprovalBox
+
+    for entry in ApprovalBox.of(ws.config.state_dir, record.run_id).entries():
+        verdict = f"refused ({entry['refused']})" if entry.get("refused") else entry["decision"]
+        print(f"approval:  step '{entry['step']}' {verdict} by {entry['by']} via {entry['via']} at {entry['at']}")
+    if record.status != "finished":
+        print(f"           or end it: runbook cancel {record.run_id} --by NAME --reason TEXT")
     return 0
 
 
