@@ -215,7 +215,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _print_json(data: Any) -> None:
-    print(mask(json.dumps(data, indent=2, default=str, ensure_ascii=False)))
+    from engine.redact import Redactor
+
+    print(json.dumps(Redactor().data(data), indent=2, default=str, ensure_ascii=False))
 
 
 # -- library -------------------------------------------------------------------

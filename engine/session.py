@@ -31,6 +31,8 @@ from engine.plugins import Registry, load_registry
 from engine.redact import Redactor
 from engine.runs import RunRecord, RunStore, new_run_id
 
+VALIDATION_RULES = 2  # bump when validation gets stricter: files proven valid before are checked again
+
 
 @dataclass
 class RunOptions:
@@ -157,7 +159,7 @@ class Workspace:
 
     def _cache_marker(self, sha: str) -> Path:
         plugins = ",".join(self.registry.names("check") + ["|"] + self.registry.names("action"))
-        key = hashlib.sha256(f"{__version__}\n{sha}\n{plugins}".encode()).hexdigest()
+        key = hashlib.sha256(f"{__version__}\n{VALIDATION_RULES}\n{sha}\n{plugins}".encode()).hexdigest()
         return self.config.state_dir / "cache" / "valid" / key
 
     # -- start -------------------------------------------------------------------
