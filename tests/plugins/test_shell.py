@@ -15,6 +15,7 @@ from actions.shell import ShellAction
 from checks.shell import ShellCheck
 from engine.errors import PluginError
 from engine.plugins import StepContext
+from transports.process import _base_env
 
 check = ShellCheck()
 action = ShellAction()
@@ -169,11 +170,14 @@ def test_action_verify(
     assert valid(check, params) is (verify_argv is None)
 
 
-def test_the_trading_core_credentials_are_not_inherited(ctx: StepContext, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_trading_core_credentials_are_not_inherited(ctx: StepContext, monkeypatch: pytest.MonkeyPatch,
+                                                       request: pytest.FixtureRequest) -> None:
     """core.username_env / core.password_env name the core's credentials: no step process sees them."""
     monkeypatch.setenv("FT_TEST_USER", "ops")
     monkeypatch.setenv("FT_TEST_PASS", "canary-not-for-steps")
     monkeypatch.setenv("OTHER_VAR", "visible")
+    _base_env.cache_clear()  # the runner snapshots the engine's environment once per process
+    request.addfinalizer(_base_env.cache_clear)
     settings = {"core": {"adapter": "freqtrade", "url": "http://127.0.0.1:1", "username_env": "FT_TEST_USER",
                          "password_env": "FT_TEST_PASS"}}
     core_ctx = dataclasses.replace(ctx, settings=settings)
