@@ -106,9 +106,32 @@ def drive(ws: Workspace, seed: int, *, verify: bool) -> dict[str, Any]:
             paused.append(waiting["step"])
             proc = ws.popen("resume", run_id, "--no-input", "--in-doubt", "rerun")
             continue
-        assert code == -9, f"unexpected exit {code}: {out}{err}"
+        if code == 40:  # killed while a step's own process still ran: it holds the run until it ends
+            assert "still running" in out + err, out + err
+            wait_driver_free(ws, run_id)
+        else:
+            assert code == -9, f"unexpected exit {code}: {out}{err}"
         proc = ws.popen("resume", run_id, "--no-input")
     raise AssertionError("the run did not finish after 60 invocations")
+
+
+def wait_driver_free(ws: Workspace, run_id: str) -> None:
+    """Until no process (a step's child that outlived a killed engine) holds the run's driver lock."""
+    import fcntl
+    import os
+
+    path = ws.root / ".runbook" / "drivers" / f"{run_id}.lock"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+        finally:
+            os.close(fd)
+    raise AssertionError(f"run {run_id} stayed held for 30 s")
 
 
 def check_common(ws: Workspace, run_id: str) -> None:
