@@ -89,6 +89,98 @@ def recap(evidence_dir: Path) -> dict[str, int]:
     return counts
 
 
+def run_story(evidence_dir: Path) -> dict[str, Any]:
+    """What a run's event log says beyond its outcome: the recap, the changes made, the rollbacks run, the open step."""
+    from engine.evidence import read_events
+
+    changed: list[str] = []
+    undone: dict[str, str] = {}  # rollback step -> the step whose change it undoes
+    rollbacks: list[tuple[str, str, str | None]] = []  # (rollback step, status, error)
+    started: dict[str, str] = {}  # step -> kind, for the steps started and not finished
+    for event in read_events(evidence_dir / "events.jsonl"):
+        data = event.get("data") or {}
+        step = event.get("step")
+        if event["type"] == "step_started" and step:
+            started[step] = str(data.get("kind") or "")
+        elif event["type"] == "step_finished" and step and data.get("final", True):
+            started.pop(step, None)
+            if data.get("rollback"):
+                rollbacks.append((step, str(data.get("status")), data.get("error")))
+            elif data.get("status") == "ok" and data.get("rollback_push"):
+                undone[str(data["rollback_push"])] = step
+            if data.get("status") == "ok" and not data.get("rollback") and _changed(data.get("result")) \
+                    and data.get("rollback_push") is not None:
+                changed.append(step)
+    return {"recap": recap(evidence_dir), "changed": changed, "undone": undone, "rollbacks": rollbacks,
+            "open": list(started.items())}
+
+
+_WHY = {
+    "INTERNAL_ERROR": "a step failed and nothing handled it (no on_failure); the engine itself did not crash",
+    "ANOMALY_HALT": "the kill switch is engaged, or the runbook ended in ANOMALY_HALT: no further action runs",
+    "STATE_CORRUPT": "the run's state or evidence failed its integrity check",
+    "LOCK_TIMEOUT": "the runbook's lock was not acquired in time (another run holds it)",
+}
+
+
+def explain(result: Any, story: dict[str, Any] | None) -> list[str]:
+    """Lines in words: why the run ended so, which rollbacks ran and how they ended, the state left behind."""
+    lines = []
+    outcome = result.outcome.value
+    if outcome in _WHY:
+        lines.append(f"why: {_WHY[outcome]}")
+    if story is None:
+        return lines
+    if story["rollbacks"]:
+        told = []
+        for step, status, error in story["rollbacks"]:
+            of = story["undone"].get(step)
+            told.append(f"{step}{f' (undoes {of})' if of else ''} {_SYMBOL.get(status, status)}"
+                        + (f": {error}" if error and status == "failed" else ""))
+        lines.append("rollbacks: " + "; ".join(told))
+        failed = [step for step, status, _ in story["rollbacks"] if status != "ok"]
+        if failed:
+            lines.append(f"state: rollback {', '.join(failed)} failed: the system may be partly changed; check it by hand")
+        else:
+            lines.append("state: every rollback ran ok; the changes they undo are reverted")
+    elif outcome not in ("SUCCESS", "PAUSED") and result.mode == "live":
+        kept = [step for step in story["changed"]]
+        if kept:
+            lines.append(f"state: no rollback ran; the changes of {', '.join(kept)} stay in place")
+    return lines
+
+
+def next_commands(result: Any, story: dict[str, Any] | None) -> list[str]:
+    """The commands to consider next: for a paused run exactly what continues it."""
+    run_id, outcome = result.run_id, result.outcome.value
+    waiting = result.waiting_for or {}
+    kind = waiting.get("type")
+    if outcome == "PAUSED":
+        out = []
+        if kind == "approval":
+            out.append(f"runbook approve {run_id} {waiting.get('step')} --by NAME [--deny]   (then: runbook resume {run_id})")
+        elif kind == "in_doubt":
+            out.append(f"runbook resume {run_id} --in-doubt rerun|skip|fail")
+        elif kind == "call":
+            child = waiting.get("child_run_id")
+            out.append(f"runbook status {child}   (the paused sub-runbook; then: runbook resume {run_id})")
+        else:
+            open_approvals = [step for step, step_kind in (story or {}).get("open", []) if step_kind == "approve"]
+            if open_approvals:
+                out.append(f"runbook approve {run_id} {open_approvals[-1]} --by NAME [--deny]   "
+                           f"(or answer it again at: runbook resume {run_id})")
+            else:
+                out.append(f"runbook resume {run_id}")
+        out.append(f"runbook status {run_id}   |   end it: runbook cancel {run_id} --by NAME --reason TEXT")
+        return out
+    if outcome == "SUCCESS":
+        return []
+    if outcome == "STATE_CORRUPT":
+        return [f"runbook evidence verify {run_id}"]
+    return [f"runbook evidence report {run_id}   |   runbook status {run_id}",
+            f"after fixing the cause: runbook run {result.runbook} --dry-run, then run it again"]
+
+
 def _changed(result: Any) -> bool:
     """An action counts as changed unless it says it changed nothing (`changed: false`)."""
     items = result if isinstance(result, list) else [result]
@@ -104,6 +196,8 @@ class PlainConsole:
         self.stream = stream or sys.stderr
         self.depth = 0
         self.running: list[Running] = []
+        self.calls: list[str] = []  # the call steps running: their sub-runbooks are indented
+        self.said: set[str] = set()  # long error messages already printed
 
     def _line(self, text: str, style: str | None = None) -> None:
         print("  " * self.depth + mask(text), file=self.stream, flush=True)
@@ -115,12 +209,32 @@ class PlainConsole:
     # -- progress ------------------------------------------------------------------
 
     def step_started(self, step: Any, rollback: bool = False) -> None:
-        """A step begins."""
+        """A step begins; a call's sub-runbook is shown indented under it."""
         self.running.append(Running(step))
         if rollback:
             self._line(f"-> rollback {step.id}")
         else:
             self._started(step)
+        if getattr(step, "kind", None) == "call":
+            self.calls.append(step.id)
+            self.depth += 1
+
+    def _close_call(self, step_id: str | None = None) -> None:
+        """The call step (the newest one, or `step_id`) ended: back to its parent's indentation."""
+        if self.calls and (step_id is None or self.calls[-1] == step_id):
+            self.calls.pop()
+            self.depth = max(0, self.depth - 1)
+
+    def _once(self, text: str) -> str:
+        """`text` without the long error messages already printed (a child's failure is told once)."""
+        for said in sorted(self.said, key=len, reverse=True):
+            if said in text:
+                text = text.replace(f": {said}", " (the [FAIL] line above says why)").replace(said, "(above)")
+        return text
+
+    def _remember(self, error: str | None) -> None:
+        if error and len(error) >= 40:
+            self.said.add(error)
 
     def _started(self, step: Any) -> None:
         title = f" {step.title}" if getattr(step, "title", None) else ""
@@ -153,7 +267,13 @@ class PlainConsole:
             if self.running[n].step.id == step.id:
                 del self.running[n]
                 break
-        detail = f": {result.error}" if result.error else ""
+        if getattr(step, "kind", None) == "call":
+            self._close_call(step.id)
+        detail = f": {self._once(result.error)}" if result.error else ""
+        if result.status == "failed" and getattr(step, "kind", None) == "wait" and isinstance(result.result, dict) \
+                and "polls" in result.result:
+            detail = f": timed out{detail}"
+        self._remember(result.error)
         plans = _plans(result.result) if result.status == "planned" else []
         if len(plans) == 1:
             detail = f": would {plans[0].get('summary')}"
@@ -184,18 +304,37 @@ class PlainConsole:
             self._line(f"      ... {len(lines) - len(shown)} more lines (`details` shows all)")
 
     def run_finished(self, result: Any) -> None:
-        """The run ended (or paused): its outcome, a recap of its steps, where its evidence is."""
+        """The run ended (or paused): its outcome, what happened in words, a recap, where its evidence is, what to type next.
+
+        A sub-runbook's run (inside a call step) gets one line: its parent's call step tells the rest once.
+        """
+        waiting = result.waiting_for or {}
+        if waiting.get("type") == "call":
+            self._close_call(waiting.get("step"))
         self.running.clear()
-        self._line(f"{result.runbook}: {result.outcome.value} (exit {result.exit_code}) run {result.run_id}")
-        if result.message:
-            self._line(f"  {result.message}")
+        head = f"{result.runbook}: {result.outcome.value} (exit {result.exit_code}) run {result.run_id}"
+        if self.calls:
+            self._line(f"{head}; evidence: {result.evidence_dir}")
+            if result.outcome.value == "PAUSED" and result.message:
+                self._line(f"  {self._once(result.message)}")
+            self._remember(result.message)
+            return
+        self._line(head)
         try:
-            counts = recap(Path(result.evidence_dir))
-        except (OSError, ValueError) as exc:
-            self._line(f"  recap: not available ({exc})")
+            story = run_story(Path(result.evidence_dir))
+        except (OSError, ValueError):
+            story = None
+        if result.message:
+            self._line(f"  {self._once(result.message)}")
+        for line in explain(result, story):
+            self._line(f"  {line}")
+        if story is None:
+            self._line("  recap: not available")
         else:
-            self._line("  recap: " + "  ".join(f"{name}={count}" for name, count in counts.items()))
+            self._line("  recap: " + "  ".join(f"{name}={count}" for name, count in story["recap"].items()))
         self._line(f"  evidence: {result.evidence_dir}")
+        for line in next_commands(result, story):
+            self._line(f"  next: {line}")
 
     # -- operator mode ---------------------------------------------------------------
 
@@ -296,7 +435,7 @@ class RichConsole(PlainConsole):
             head = text.lstrip()
             style = ("bold red" if head.startswith("[FAIL]") else "green" if head.startswith("[  ok]")
                      else "cyan" if head.startswith("[plan]") else None)
-        self.console.print("  " * self.depth + escape(mask(text)), style=style)
+        self.console.print("  " * self.depth + escape(mask(text)), style=style, soft_wrap=True)
 
     def _show_live(self) -> None:
         from rich.live import Live
