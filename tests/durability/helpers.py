@@ -123,7 +123,10 @@ def kill_pidfile(path: Path) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    from engine.runs import process_alive
+
+    wait_for(lambda: not process_alive(pid), what=f"killed step child {pid} to be gone (it holds the run's lock)")
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import Workspace
+from tests.durability.helpers import kill_pidfile
 
 ENDS_HALTED = """
 runbook: ends-halted
@@ -69,8 +70,6 @@ steps:
 
 
 def test_a_rollback_killed_mid_way_is_in_doubt_and_rerun_on_request(ws: Workspace) -> None:
-    import os
-    import signal
     import time
 
     ws.runbook("rolls-back", ROLLS_BACK)
@@ -82,7 +81,7 @@ def test_a_rollback_killed_mid_way_is_in_doubt_and_rerun_on_request(ws: Workspac
         time.sleep(0.02)
     proc.kill()
     proc.wait(timeout=10)
-    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    kill_pidfile(pid_file)  # and wait until it is gone: while it lives it holds the run
     run_id = json.loads(ws.cli("runs", "--output", "json").out)[0]["run_id"]
 
     paused = ws.cli("resume", run_id)
