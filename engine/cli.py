@@ -33,7 +33,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = _Parser(prog="runbook", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="runbook.yaml to use (default: ./runbook.yaml or $RUNBOOK_CONFIG)")
+    from engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"runbook {__version__}")
+    parser.add_argument("--config", help="runbook.yaml to use (default: $RUNBOOK_CONFIG, ./runbook.yaml, "
+                                         "else the nearest in a parent directory)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="say which runbook.yaml is used (on stderr)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("list", help="list the runbook library")
@@ -42,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="steps, params and source of a runbook")
     p.add_argument("name")
+    p.add_argument("--output", choices=["text", "json"], default="text")
 
     p = sub.add_parser("validate", help="schema + graph + plugin params + template names (all of the library by default)")
     p.add_argument("targets", nargs="*", metavar="PATH|NAME")
@@ -52,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("graph", help="the step graph as mermaid or dot")
     p.add_argument("name")
     p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    p.add_argument("--output", choices=["text", "json"], default="text", help="json: nodes and edges")
 
     p = sub.add_parser("run", help="run a runbook (live, or --dry-run)")
     p.add_argument("name", metavar="NAME|PATH")
@@ -114,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             q.add_argument("--output", choices=["text", "json"], default="text")
         if name == "verify":
+            q.add_argument("--output", choices=["text", "json"], default="text")
             q.add_argument("--key", action="append", default=[], metavar="PUB",
                            help="Ed25519 public key (PEM) the attestation must be signed by (repeatable)")
     q = ev.add_parser("audit", help="verify every bundle and the run ledger (exit 30 naming a missing, replaced "
@@ -197,11 +205,28 @@ def _crash() -> int:
 
 
 def _workspace(args: argparse.Namespace, output: str = "text", interactive: bool = False) -> Any:
-    from engine.config import load_config
     from engine.console import make_console
     from engine.session import Workspace
 
-    return Workspace(load_config(args.config), make_console(output, interactive))
+    return Workspace(_config(args), make_console(output, interactive))
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The configuration; with --verbose, which runbook.yaml it came from (on stderr)."""
+    from engine.config import load_config
+
+    config = load_config(args.config)
+    if getattr(args, "verbose", False):
+        print(f"runbook: config {describe_config(config)}", file=sys.stderr)
+    return config
+
+
+def describe_config(config: Any) -> str:
+    """Which runbook.yaml is used, in words."""
+    if config.source is None:
+        return f"none (no runbook.yaml here or in a parent directory: defaults, base {config.base})"
+    how = "" if Path(config.source).parent == Path.cwd().resolve() else " (found in a parent directory)"
+    return f"{config.source}{how}"
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -226,10 +251,15 @@ def _print_json(data: Any) -> None:
 def _list(args: argparse.Namespace) -> int:
     from engine import catalog
 
-    rows = catalog.summaries(_workspace(args).library, args.tag)
+    ws = _workspace(args)
+    rows = catalog.summaries(ws.library, args.tag)
     if args.output == "json":
         _print_json(rows)
         return 0
+    if not rows:
+        searched = ", ".join(str(p) for p in ws.library.paths) or "(no runbook paths)"
+        print(f"runbook: no runbooks{f' tagged {args.tag}' if args.tag else ''} under {searched}; "
+              f"config {describe_config(ws.config)}", file=sys.stderr)
     for row in rows:
         tags = f"  [{', '.join(row['tags'])}]" if row["tags"] else ""
         print(f"{row['name']:<36} {row['title']}{tags}")
@@ -240,7 +270,14 @@ def _show(args: argparse.Namespace) -> int:
     from engine import catalog
 
     ws = _workspace(args)
-    print(catalog.describe(ws.load(args.name)))
+    runbook = ws.load(args.name)
+    if args.output == "json":
+        from engine.loader import load_file
+
+        _print_json({"name": runbook.name, "version": runbook.version, "title": runbook.title,
+                     "file": str(runbook.path), "document": load_file(Path(runbook.path)).data})
+        return 0
+    print(catalog.describe(runbook))
     return 0
 
 
@@ -271,8 +308,30 @@ def _schema(args: argparse.Namespace) -> int:
 def _graph(args: argparse.Namespace) -> int:
     from engine import catalog
 
-    print(catalog.graph(_workspace(args).load(args.name), args.format))
+    runbook = _workspace(args).load(args.name)
+    if args.output == "json":
+        _print_json(_graph_document(runbook))
+        return 0
+    print(catalog.graph(runbook, args.format))
     return 0
+
+
+def _graph_document(runbook: Any) -> dict[str, Any]:
+    """The step graph as data: nodes (id, kind, title) and edges (from, to, label) as in the mermaid/dot graph."""
+    from engine.model import DecideStep, EndStep
+    from engine.validate import successors
+
+    edges: list[dict[str, str]] = []
+    for step in runbook.steps:
+        if isinstance(step, DecideStep):
+            edges += [{"from": step.id, "to": b.goto, "label": b.condition or "else"} for b in step.branches]
+        elif not isinstance(step, EndStep):
+            edges.append({"from": step.id, "to": successors(runbook, step)[0], "label": ""})
+        for field in ("on_fail", "rollback"):
+            if getattr(step, field):
+                edges.append({"from": step.id, "to": getattr(step, field), "label": field})
+    nodes = [{"id": step.id, "kind": step.kind, "title": getattr(step, "title", None)} for step in runbook.steps]
+    return {"runbook": runbook.name, "nodes": nodes, "edges": edges}
 
 
 # -- running -------------------------------------------------------------------
@@ -430,8 +489,20 @@ def _runs(args: argparse.Namespace) -> int:
     if args.output == "json":
         _print_json([{**asdict(r), "status": effective_status(r)} for r in records])
         return 0
-    for r in records:
-        print(f"{r.run_id:<56} {r.mode:<8} {effective_status(r):<12} {r.outcome or '-':<16} {r.started_at}")
+    rows = [(r.run_id, r.runbook, r.mode, effective_status(r), r.outcome or "-", r.started_at) for r in records]
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("RUN ID", "RUNBOOK", "MODE", "STATUS", "OUTCOME", "STARTED (UTC)", box=None, header_style="bold")
+        for row in rows:
+            table.add_row(*(mask(str(v)) for v in row))
+        Console(highlight=False).print(table)
+        return 0
+    if sys.stdout.isatty():
+        print(f"{'RUN ID':<56} {'RUNBOOK':<24} {'MODE':<8} {'STATUS':<12} {'OUTCOME':<16} STARTED (UTC)")
+    for run_id, runbook, mode, status, outcome, started in rows:
+        print(f"{run_id:<56} {runbook:<24} {mode:<8} {status:<12} {outcome:<16} {started}")
     return 0
 
 
@@ -521,7 +592,16 @@ def _evidence(args: argparse.Namespace) -> int:
         from engine.config import load_config
         from engine.ledger import verify_in_place
 
-        print(verify_in_place(load_config(args.config), directory, _public_keys(args.key)))
+        try:
+            verdict = verify_in_place(load_config(args.config), directory, _public_keys(args.key))
+        except RunbookError as exc:
+            if args.output == "json":
+                _print_json({"bundle": str(directory), "ok": False, "exit_code": exc.exit_code, "error": str(exc)})
+            raise
+        if args.output == "json":
+            _print_json({"bundle": str(directory), "ok": True, "exit_code": 0, "verdict": verdict})
+        else:
+            print(verdict)
         return 0
     if args.evidence_command == "postmortem":
         from engine.postmortem import render

@@ -95,11 +95,33 @@ def _template_problems(value: Any) -> list[str]:
     return out
 
 
+def discover(cwd: Path) -> Path:
+    """The `runbook.yaml` to use from `cwd`: its own (SPEC 6), else the nearest in a parent directory, like git.
+
+    The walk stops at a workspace without a config (a directory with `runbooks/`), at the top of a
+    git repository and at the home directory; nothing found: `cwd/runbook.yaml` (absent, so the defaults).
+    """
+    own = cwd / "runbook.yaml"
+    home = Path.home().resolve() if "HOME" in os.environ else None
+    if own.exists() or (cwd / "runbooks").is_dir() or (cwd / ".git").exists() or cwd == home:
+        return own
+    for directory in cwd.parents:
+        candidate = directory / "runbook.yaml"
+        try:
+            if candidate.is_file():
+                return candidate
+            if (directory / "runbooks").is_dir() or (directory / ".git").exists() or directory == home:
+                break
+        except OSError:
+            break
+    return own
+
+
 def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
     """The configuration from `--config`, `$RUNBOOK_CONFIG`, `./runbook.yaml`, or defaults."""
     cwd = (cwd or Path.cwd()).resolve()
     chosen = explicit or os.environ.get("RUNBOOK_CONFIG")
-    path = Path(chosen) if chosen else cwd / "runbook.yaml"
+    path = Path(chosen) if chosen else discover(cwd)
     if not path.is_absolute():
         path = cwd / path
     raw: dict[str, Any] = {}

@@ -47,6 +47,15 @@ class Library:
         """Every declared runbook name."""
         return {e.name for e in self.entries()}
 
+    def closest(self, name: str, count: int = 3) -> list[str]:
+        """The declared names nearest to `name` (a typo's likely meaning), best first."""
+        import difflib
+
+        names = sorted(self.names())
+        by_prefix = [n for n in names if name and (n.startswith(name) or name.startswith(n))]
+        close = difflib.get_close_matches(name, names, n=count, cutoff=0.6)
+        return list(dict.fromkeys(close + by_prefix))[:count]
+
     def find(self, name_or_path: str) -> Path:
         """The file of a runbook given its name, or a path to a file."""
         as_path = Path(name_or_path)
@@ -60,8 +69,10 @@ class Library:
         matches = [e.path for e in self.entries() if e.name == name_or_path]
         if not matches:
             searched = ", ".join(str(p) for p in self.paths) or "(no runbook paths)"
+            close = self.closest(name_or_path)
+            hint = f"did you mean {' or '.join(repr(n) for n in close)}? " if close else ""
             raise InvalidRunbook([Problem(name_or_path, None, None, None,
-                f"no runbook named '{name_or_path}' (searched {searched}; `runbook list` shows the library)")])
+                f"no runbook named '{name_or_path}' ({hint}searched {searched}; `runbook list` shows the library)")])
         return matches[0]
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 import time
+from pathlib import Path
 
-from tests.conftest import Workspace
+from tests.conftest import RUNBOOK, Workspace
 from tests.engine.test_operator_mode import STEPS, drive
 
 CHILD = """
@@ -164,3 +166,89 @@ def test_json_output_is_unchanged_by_the_wording(ws: Workspace) -> None:
     doc = json.loads(result.out)
     assert doc["outcome"] == "INTERNAL_ERROR" and "still false after" in doc["message"]
     assert result.err == ""
+
+
+# -- 7: everyday CLI habits -----------------------------------------------------------------
+
+
+def test_version(ws: Workspace) -> None:
+    from engine import __version__
+
+    result = ws.cli("--version")
+    assert result.code == 0 and result.out.strip() == f"runbook {__version__}"
+
+
+def test_config_is_found_walking_up_and_named_with_verbose(ws: Workspace) -> None:
+    ws.write("top/runbook.yaml", "runbook_paths: [books]\n")
+    ws.write("top/books/gated.yaml", GATED)
+    deeper = ws.root / "top" / "a" / "b"
+    deeper.mkdir(parents=True)
+    proc = subprocess.run([RUNBOOK, "-v", "list"], cwd=deeper, capture_output=True, text=True, env=ws.env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("gated")
+    assert f"config {ws.root / 'top' / 'runbook.yaml'} (found in a parent directory)" in proc.stderr
+    # the evidence of a run started below goes where that runbook.yaml says (relative to it)
+    run = subprocess.run([RUNBOOK, "run", "gated", "--no-input"], cwd=deeper, capture_output=True, text=True,
+                         env=ws.env())
+    assert run.returncode == 12, run.stderr
+    assert (ws.root / "top" / "evidence").is_dir() and not (deeper / "evidence").exists()
+
+
+def test_the_runbook_yaml_of_the_working_directory_wins(ws: Workspace) -> None:
+    ws.write("runbook.yaml", "runbook_paths: [runbooks]\n")
+    ws.write("inner/runbook.yaml", "runbook_paths: [mine]\n")
+    ws.write("inner/mine/gated.yaml", GATED)
+    proc = subprocess.run([RUNBOOK, "-v", "list"], cwd=ws.root / "inner", capture_output=True, text=True,
+                          env=ws.env())
+    assert proc.stdout.startswith("gated") and "found in a parent" not in proc.stderr
+    explicit = ws.cli("--config", "inner/runbook.yaml", "list")
+    assert explicit.out.startswith("gated")
+    via_env = ws.cli("list", env={"RUNBOOK_CONFIG": str(ws.root / "inner" / "runbook.yaml")})
+    assert via_env.out.startswith("gated")
+
+
+def test_list_outside_a_workspace_says_where_it_looked(tmp_path: Path) -> None:
+    empty = Workspace(tmp_path)
+    (tmp_path / "runbooks").rmdir()
+    proc = subprocess.run([RUNBOOK, "list"], cwd=tmp_path, capture_output=True, text=True, env=empty.env())
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert "no runbooks under" in proc.stderr and "no runbook.yaml here or in a parent directory" in proc.stderr
+
+
+def test_an_unknown_name_suggests_the_closest(ws: Workspace) -> None:
+    ws.runbook("gated", GATED)
+    ws.runbook("child", CHILD)
+    for command in (("run", "gatd", "--no-input"), ("show", "chlid"), ("graph", "gate")):
+        result = ws.cli(*command)
+        assert result.code == 20, result.text
+        assert "did you mean" in result.err, result.err
+    assert "'gated'" in ws.cli("run", "gatd").err and "'child'" in ws.cli("show", "chlid").err
+
+
+def test_show_graph_and_evidence_verify_as_json(ws: Workspace) -> None:
+    ws.runbook("child", CHILD)
+    shown = json.loads(ws.cli("show", "child", "--output", "json").out)
+    assert shown["name"] == "child" and [s["id"] for s in shown["document"]["steps"]][:2] == ["a1", "flag"]
+    graph = json.loads(ws.cli("graph", "child", "--output", "json").out)
+    assert {"from": "a1", "to": "undo_a1", "label": "rollback"} in graph["edges"]
+    assert {n["id"]: n["kind"] for n in graph["nodes"]}["flag"] == "wait"
+    run_id = run_id_of(ws.cli("run", "child", "--no-input").err)
+    verified = ws.cli("evidence", "verify", run_id, "--output", "json")
+    assert verified.code == 0 and json.loads(verified.out)["ok"] is True
+    bundle = ws.evidence_dirs()[-1]
+    (bundle / "events.jsonl").write_text((bundle / "events.jsonl").read_text().replace("a1.txt", "b1.txt"))
+    broken = ws.cli("evidence", "verify", run_id, "--output", "json")
+    assert broken.code == 30
+    doc = json.loads(broken.out)
+    assert doc["ok"] is False and doc["exit_code"] == 30 and doc["error"]
+
+
+def test_runs_is_a_table_with_headers_on_a_terminal(ws: Workspace) -> None:
+    ws.runbook("gated", GATED)
+    run_id = run_id_of(ws.cli("run", "gated", "--no-input").err)
+    code, screen = drive(ws, ["runs"], [], env={"NO_COLOR": "1"})
+    assert code == 0, screen
+    lines = [line for line in screen.splitlines() if line.strip()]
+    assert lines[0].split()[:3] == ["RUN", "ID", "RUNBOOK"] and run_id in lines[1] and "paused" in lines[1]
+    piped = ws.cli("runs")  # for scripts: one line per run, no header
+    assert piped.out.splitlines()[0].startswith(run_id)
