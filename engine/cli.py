@@ -301,7 +301,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from engine.schema import runbook_schema
 
-    _print_json(runbook_schema())
+    _print_json(runbook_schema(_workspace(args).registry))
     return 0
 
 

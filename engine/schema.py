@@ -134,6 +134,62 @@ RUNBOOK_SCHEMA: dict[str, Any] = {
 }
 
 
-def runbook_schema() -> dict[str, Any]:
-    """The published JSON Schema of runbook files."""
-    return RUNBOOK_SCHEMA
+TEMPLATE = {"type": "string", "pattern": r"\{\{[\s\S]*\}\}", "description": "a template giving the value"}
+
+
+def runbook_schema(registry: Any = None) -> dict[str, Any]:
+    """The published JSON Schema of runbook files; with a plugin registry, the editor's schema (`runbook schema`).
+
+    For editors (yaml-language-server and the like) it also knows: the plugin names of `check:`, `action:`
+    and `wait.check` (completion), each plugin's `with:` schema (an if/then per plugin; a templated value
+    is accepted wherever a value is), and that a step has exactly one kind (oneOf).
+    """
+    if registry is None:
+        return RUNBOOK_SCHEMA
+    import copy
+
+    schema = copy.deepcopy(RUNBOOK_SCHEMA)
+    step = schema["properties"]["steps"]["items"]
+    fields = step["properties"]
+    checks, actions = registry.names("check"), registry.names("action")
+    with_of: dict[tuple[str, str], Any] = {}
+    for kind, names in (("check", checks), ("action", actions)):
+        for name in names:
+            try:
+                plugin = registry.get(kind, name)
+            except Exception:  # noqa: BLE001 - a plugin that does not load: its name only (validate says why)
+                continue
+            params = getattr(plugin, "params_schema", None)
+            if isinstance(params, dict):
+                with_of[(kind, name)] = _templated(copy.deepcopy(params))
+    if checks:
+        fields["check"] = {**fields["check"], "enum": checks}
+        fields["wait"]["properties"]["check"] = {**fields["wait"]["properties"]["check"], "enum": checks}
+    if actions:
+        fields["action"] = {**fields["action"], "enum": actions}
+    step["oneOf"] = [{"required": [kind], "title": f"a {kind} step"} for kind in KIND_KEYS]
+    step["allOf"] = [
+        {"if": {"required": [kind], "properties": {kind: {"const": name}}},
+         "then": {"properties": {"with": params}}}
+        for (kind, name), params in sorted(with_of.items())
+    ]
+    fields["wait"]["allOf"] = [
+        {"if": {"required": ["check"], "properties": {"check": {"const": name}}},
+         "then": {"properties": {"with": params}}}
+        for (kind, name), params in sorted(with_of.items()) if kind == "check"
+    ]
+    return schema
+
+
+def _templated(schema: Any) -> Any:
+    """A plugin's params schema where every property value may also be a template (`"{{ params.x }}"`)."""
+    if not isinstance(schema, dict):
+        return schema
+    for key in ("properties", "patternProperties"):
+        if isinstance(schema.get(key), dict):
+            schema[key] = {name: {"anyOf": [_templated(sub), TEMPLATE]} for name, sub in schema[key].items()}
+    if isinstance(schema.get("items"), dict):
+        schema["items"] = {"anyOf": [_templated(schema["items"]), TEMPLATE]}
+    if isinstance(schema.get("additionalProperties"), dict):
+        schema["additionalProperties"] = {"anyOf": [_templated(schema["additionalProperties"]), TEMPLATE]}
+    return schema

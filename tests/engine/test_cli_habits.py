@@ -252,3 +252,50 @@ def test_runs_is_a_table_with_headers_on_a_terminal(ws: Workspace) -> None:
     assert lines[0].split()[:3] == ["RUN", "ID", "RUNBOOK"] and run_id in lines[1] and "paused" in lines[1]
     piped = ws.cli("runs")  # for scripts: one line per run, no header
     assert piped.out.splitlines()[0].startswith(run_id)
+
+
+# -- 8: the editor schema --------------------------------------------------------------------
+
+GOOD_STEP = "  - id: write\n    action: file.write\n    with: {path: out.txt, content: \"{{ params.x }}\"}\n"
+BAD_STEPS = {
+    "two kinds": "  - id: both\n    check: noop\n    action: file.write\n    with: {path: x}\n",
+    "no kind": "  - id: none\n    title: does nothing\n",
+    "unknown plugin": "  - id: typo\n    action: file.wirte\n    with: {path: x}\n",
+    "unknown with key": "  - id: extra\n    action: file.write\n    with: {path: x, contnet: hi}\n",
+    "missing with key": "  - id: nopath\n    action: file.write\n    with: {content: hi}\n",
+    "wrong with type": "  - id: typed\n    check: file.exists\n    with: {path: 7}\n",
+    "wait on unknown check": "  - id: w\n    wait: {check: file.exist, until: result.exists}\n",
+}
+
+
+def test_the_schema_catches_most_mistakes_while_typing(ws: Workspace) -> None:
+    import jsonschema
+    import yaml
+
+    schema = json.loads(ws.cli("schema").out)
+    validator = jsonschema.Draft202012Validator(schema)
+    head = "runbook: demo\ntitle: Demo\nversion: 1\nsteps:\n"
+    good = yaml.safe_load(head + GOOD_STEP)
+    assert list(validator.iter_errors(good)) == []  # a templated value is accepted where a string is expected
+    caught = {name: bool(list(validator.iter_errors(yaml.safe_load(head + GOOD_STEP + bad))))
+              for name, bad in BAD_STEPS.items()}
+    assert sum(caught.values()) == len(BAD_STEPS), caught
+    step = schema["properties"]["steps"]["items"]
+    assert "file.write" in step["properties"]["action"]["enum"] and "noop" in step["properties"]["check"]["enum"]
+
+
+def test_every_library_runbook_is_valid_under_the_editor_schema() -> None:
+    import jsonschema
+    import yaml
+
+    from engine.plugins import load_registry
+    from engine.schema import runbook_schema
+
+    validator = jsonschema.Draft202012Validator(runbook_schema(load_registry([])))
+    repo = Path(__file__).resolve().parents[2]
+    bad = {}
+    for path in sorted((repo / "runbooks").rglob("*.yaml")):
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        if errors:
+            bad[path.name] = errors[:2]
+    assert not bad, bad
