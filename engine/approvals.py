@@ -37,9 +37,14 @@ def approval_refusal(step: ApproveStep, by: str, operator: str) -> str | None:
         return "an approver must give their name"
     if step.approvers and by not in step.approvers:
         return f"'{by}' is not an approver of step '{step.id}' (expected one of: {', '.join(step.approvers)})"
-    if step.four_eyes and by == operator:
+    if step.four_eyes and _person(by) == _person(operator):
         return f"four-eyes: '{by}' started this run and cannot approve it"
     return None
+
+
+def _person(name: str) -> str:
+    """Who acts: `serve:alice` (a run serve started for token identity alice) is alice."""
+    return name.removeprefix("serve:").strip()
 
 
 @dataclass(frozen=True)
