@@ -177,3 +177,24 @@ def test_forged_approval_with_rewritten_manifest_is_refused_by_resume(ws: Worksp
     resumed = ws.cli("resume", run_id, "--no-input")
     assert effect_lines(ws) == [], "the gated action ran on a forged approval"
     assert resumed.code == 30, resumed.text
+
+
+def test_four_eyes_knows_a_serve_identity_is_the_person(ws: Workspace) -> None:
+    """A run serve started for token identity alice (operator `serve:alice`) cannot be approved by alice."""
+    ws.runbook("fours", """
+        runbook: fours
+        title: Four eyes
+        version: 1
+        description: four-eyes gate
+        source: tests
+        steps:
+          - id: gate
+            approve: {prompt: "go?", four_eyes: true}
+        """)
+    paused = ws.cli("run", "fours", "--no-input", "--operator", "serve:alice")
+    assert paused.code == 12, paused.text
+    run_id = ws.evidence_dirs()[-1].name
+    refused = ws.cli("approve", run_id, "gate", "--by", "alice")
+    assert refused.code == 2 and "four-eyes" in refused.text, refused.text
+    assert ws.cli("approve", run_id, "gate", "--by", "bob").code == 0
+    assert ws.cli("resume", run_id, "--no-input").code == 0
