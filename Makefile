@@ -24,10 +24,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/runbook validate
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal
 
 bench: $(STAMP)
-	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/paired.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .runbook build *.egg-info
