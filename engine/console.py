@@ -116,7 +116,7 @@ def run_story(evidence_dir: Path) -> dict[str, Any]:
 
 
 _WHY = {
-    "INTERNAL_ERROR": "a step failed and nothing handled it (no on_failure); the engine itself did not crash",
+    "INTERNAL_ERROR": "a step failed and nothing handled it (no on_fail); the engine itself did not crash",
     "ANOMALY_HALT": "the kill switch is engaged, or the runbook ended in ANOMALY_HALT: no further action runs",
     "STATE_CORRUPT": "the run's state or evidence failed its integrity check",
     "LOCK_TIMEOUT": "the runbook's lock was not acquired in time (another run holds it)",

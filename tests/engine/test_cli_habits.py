@@ -299,3 +299,20 @@ def test_every_library_runbook_is_valid_under_the_editor_schema() -> None:
         if errors:
             bad[path.name] = errors[:2]
     assert not bad, bad
+
+
+# -- 9: docs that travel with the repository --------------------------------------------------
+
+
+def test_the_readme_links_the_reference_and_nothing_outside_the_repository() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "README.md").read_text()
+    assert "(docs/reference.md)" in "\n".join(readme.splitlines()[:20])
+    assert "../" not in re.sub(r"https?://\S+", "", " ".join(re.findall(r"\]\(([^)]*)\)", readme)))
+    reference = (repo / "docs" / "reference.md").read_text()
+    for section in ("Runbook files", "Step kinds", "Outcomes and exit codes", "Command line", "Evidence bundles"):
+        assert f"## {section}" in reference
+    for target in re.findall(r"\]\(([^)#]+)\)", reference):
+        assert not target.startswith(("http", "../")) and (repo / "docs" / target).exists(), target
+    for code in ("| 0 | SUCCESS", "| 12 | PAUSED", "| 50 | INTERNAL_ERROR", "| 60 | ANOMALY_HALT"):
+        assert code in reference
