@@ -97,25 +97,30 @@ def run_story(evidence_dir: Path) -> dict[str, Any]:
     undone: dict[str, str] = {}  # rollback step -> the step whose change it undoes
     rollbacks: list[tuple[str, str, str | None]] = []  # (rollback step, status, error)
     started: dict[str, str] = {}  # step -> kind, for the steps started and not finished
+    mutates: set[str] = set()
     for event in read_events(evidence_dir / "events.jsonl"):
         data = event.get("data") or {}
         step = event.get("step")
         if event["type"] == "step_started" and step:
             started[step] = str(data.get("kind") or "")
+            if data.get("mutates"):
+                mutates.add(step)
         elif event["type"] == "step_finished" and step and data.get("final", True):
             started.pop(step, None)
             if data.get("rollback"):
                 rollbacks.append((step, str(data.get("status")), data.get("error")))
             elif data.get("status") == "ok" and data.get("rollback_push"):
                 undone[str(data["rollback_push"])] = step
-            if data.get("status") == "ok" and not data.get("rollback") and _changed(data.get("result")) \
-                    and data.get("rollback_push") is not None:
+            if data.get("status") == "ok" and not data.get("rollback") and step in mutates \
+                    and _changed(data.get("result")) and step not in changed:
                 changed.append(step)
     return {"recap": recap(evidence_dir), "changed": changed, "undone": undone, "rollbacks": rollbacks,
             "open": list(started.items())}
 
 
 _WHY = {
+    "BUSINESS_REJECT": "a gate said no (a failed check or decide, a denied approval): an answer, not an error",
+    "BUSINESS_SKIP": "nothing was done now: the lock is held (on_held: skip) or the idempotency key is taken",
     "INTERNAL_ERROR": "a step failed and nothing handled it (no on_fail); the engine itself did not crash",
     "ANOMALY_HALT": "the kill switch is engaged, or the runbook ended in ANOMALY_HALT: no further action runs",
     "STATE_CORRUPT": "the run's state or evidence failed its integrity check",
@@ -177,6 +182,8 @@ def next_commands(result: Any, story: dict[str, Any] | None) -> list[str]:
         return []
     if outcome == "STATE_CORRUPT":
         return [f"runbook evidence verify {run_id}"]
+    if outcome in ("BUSINESS_SKIP", "LOCK_TIMEOUT"):
+        return [f"runbook runs --runbook {result.runbook}   (the run holding the lock or key); try again later"]
     return [f"runbook evidence report {run_id}   |   runbook status {run_id}",
             f"after fixing the cause: runbook run {result.runbook} --dry-run, then run it again"]
 

@@ -316,3 +316,23 @@ def test_the_readme_links_the_reference_and_nothing_outside_the_repository() -> 
         assert not target.startswith(("http", "../")) and (repo / "docs" / target).exists(), target
     for code in ("| 0 | SUCCESS", "| 12 | PAUSED", "| 50 | INTERNAL_ERROR", "| 60 | ANOMALY_HALT"):
         assert code in reference
+
+
+def test_a_rejected_run_says_which_changes_stay_in_place(ws: Workspace) -> None:
+    ws.runbook("rej", """
+        runbook: rej
+        title: Rejected
+        version: 1
+        steps:
+          - id: w
+            action: file.write
+            with: {path: w.txt, content: x}
+          - id: boom
+            check: file.exists
+            with: {path: nope}
+            expect: result.exists
+    """)
+    result = ws.cli("run", "rej", "--no-input")
+    assert result.code == 10, result.text
+    assert "why: a gate said no" in result.err
+    assert "state: no rollback ran; the changes of w stay in place" in result.err
