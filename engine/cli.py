@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of runbook files (for editors)")
 
+    p = sub.add_parser("completion", help="print a bash completion script (zsh: bashcompinit first)")
+    p.add_argument("shell", choices=["bash", "zsh"], nargs="?", default="bash")
+
     p = sub.add_parser("graph", help="the step graph as mermaid or dot")
     p.add_argument("name")
     p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
@@ -99,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", required=True, help="who approves")
     p.add_argument("--note")
     p.add_argument("--deny", action="store_true")
+    p.add_argument("--key", help="sign the decision with this Ed25519 private key (approvals.require_signature)")
 
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runbook")
@@ -231,7 +235,7 @@ def describe_config(config: Any) -> str:
 
 def _dispatch(args: argparse.Namespace) -> int:
     handler = {
-        "list": _list, "show": _show, "validate": _validate, "schema": _schema, "graph": _graph, "run": _run,
+        "completion": _completion, "list": _list, "show": _show, "validate": _validate, "schema": _schema, "graph": _graph, "run": _run,
         "resume": _resume, "approve": _approve, "cancel": _cancel, "runs": _runs, "status": _status, "evidence": _evidence,
         "serve": _serve, "triggers": _triggers,
         "keys": _keys,
@@ -296,6 +300,54 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{summary}, {len(problems)} problem{'s' if len(problems) != 1 else ''} in {files_with} file{'s' if files_with != 1 else ''}"
               if problems else f"{summary}, all valid", file=sys.stderr if problems else sys.stdout)
     return 20 if problems else 0
+
+
+_COMPLETION = """# runbook completion: source <(runbook completion bash)
+_runbook() {
+    local cur=${COMP_WORDS[COMP_CWORD]} cmd="" i=1 opts=""
+    while [ $i -lt $COMP_CWORD ]; do
+        case ${COMP_WORDS[i]} in
+            --config) i=$((i + 1)) ;;
+            -*) ;;
+            *) cmd=${COMP_WORDS[i]}; break ;;
+        esac
+        i=$((i + 1))
+    done
+    case $cmd in
+%(cases)s
+        "") opts="%(top)s" ;;
+    esac
+    if [[ $cur != -* ]]; then
+        case $cmd in
+            run|show|graph|validate) opts="$opts $(runbook list 2>/dev/null | cut -d' ' -f1)" ;;
+            resume|status|approve|cancel) opts="$opts $(runbook runs 2>/dev/null | cut -d' ' -f1)" ;;
+        esac
+    fi
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}
+complete -F _runbook runbook
+"""
+
+
+def _completion(args: argparse.Namespace) -> int:
+    """A bash completion script from the parser itself: commands, their options, runbook names and run ids."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cases = []
+    for name, sub in commands.choices.items():
+        words = [o for a in sub._actions for o in a.option_strings]
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                words += list(action.choices)
+            elif action.choices and not action.option_strings:
+                words += [str(c) for c in action.choices]
+        cases.append(f'        {name}) opts="{" ".join(words)}" ;;')
+    top = [o for a in parser._actions for o in a.option_strings] + list(commands.choices)
+    script = _COMPLETION % {"cases": "\n".join(cases), "top": " ".join(top)}
+    if args.shell == "zsh":
+        script = "autoload -U +X bashcompinit && bashcompinit\n" + script
+    print(script, end="")
+    return 0
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -443,7 +495,12 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _approve(args: argparse.Namespace) -> int:
     ws = _workspace(args)
-    decision = ws.approve(args.run_id, args.step, args.by, args.note, args.deny)
+    if args.key:
+        from engine.approvals import approve
+
+        decision = approve(ws, args.run_id, args.step, args.by, args.note, args.deny, key=Path(args.key))
+    else:
+        decision = ws.approve(args.run_id, args.step, args.by, args.note, args.deny)
     print(f"{decision['decision']} step '{args.step}' of run {args.run_id} by {args.by}; "
           f"continue with: runbook resume {args.run_id}")
     return 0

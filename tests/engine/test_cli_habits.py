@@ -336,3 +336,19 @@ def test_a_rejected_run_says_which_changes_stay_in_place(ws: Workspace) -> None:
     assert result.code == 10, result.text
     assert "why: a gate said no" in result.err
     assert "state: no rollback ran; the changes of w stay in place" in result.err
+
+
+def test_bash_completion_knows_commands_options_and_runbook_names(ws: Workspace) -> None:
+    import shutil
+
+    ws.runbook("gated", GATED)
+    script = ws.cli("completion", "bash")
+    assert script.code == 0 and "complete -F _runbook runbook" in script.out
+    if not shutil.which("bash"):
+        return
+    (ws.root / "completion.sh").write_text(script.out)
+    probe = ('source ./completion.sh; for line in "runbook ru" "runbook run ga" "runbook run --dr" '
+             '"runbook evidence ve"; do COMP_WORDS=($line); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); '
+             '_runbook; echo "${COMPREPLY[*]}"; done')
+    proc = subprocess.run(["bash", "-c", probe], cwd=ws.root, capture_output=True, text=True, env=ws.env())
+    assert proc.stdout.splitlines() == ["run runs", "gated", "--dry-run", "verify"], proc.stdout + proc.stderr
