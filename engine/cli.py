@@ -493,6 +493,34 @@ def _cancel(args: argparse.Namespace) -> int:
     return int(result.exit_code)
 
 
+def _print_bound(waiting: dict[str, Any]) -> None:
+    """The plans a plan-bound approval approves (and, after a change, what changed) for `runbook status`."""
+    changed = waiting.get("changed")
+    if isinstance(changed, dict):
+        print(f"changed:   the plan of step '{changed.get('step')}' changed since it was approved")
+        print(f"           approved: {changed.get('approved')}")
+        print(f"           now:      {changed.get('now')}")
+        for line in changed.get("diff") or []:
+            print(f"           {line}")
+    for target, plan in (waiting.get("plans") or {}).items():
+        for n, one in enumerate(plan if isinstance(plan, list) else [plan]):
+            label = f"plan of {target}" + (f"[{n}]" if isinstance(plan, list) else "")
+            if not isinstance(one, dict):
+                print(f"{label}: {one}")
+                continue
+            print(f"{label}: {one.get('summary') or one.get('error')}")
+            for key, value in one.items():
+                if key in ("summary",):
+                    continue
+                text = value if isinstance(value, str) else json.dumps(value, default=str)
+                lines = text.splitlines() or [""]
+                print(f"           {key}: {lines[0]}")
+                for line in lines[1:200]:
+                    print(f"             {line}")
+    if waiting.get("plan_sha256"):
+        print(f"           plan sha256: {waiting['plan_sha256']} (signed with the decision: runbook approve ... --key KEY)")
+
+
 def _approve(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     if args.key:
@@ -501,8 +529,15 @@ def _approve(args: argparse.Namespace) -> int:
         decision = approve(ws, args.run_id, args.step, args.by, args.note, args.deny, key=Path(args.key))
     else:
         decision = ws.approve(args.run_id, args.step, args.by, args.note, args.deny)
+    driver = args.run_id
+    try:  # a sub-runbook's run goes on when its top-most parent is resumed
+        record = ws.store.load(driver)
+        while record.parent_run_id:
+            driver, record = record.parent_run_id, ws.store.load(record.parent_run_id)
+    except RunbookError:
+        pass
     print(f"{decision['decision']} step '{args.step}' of run {args.run_id} by {args.by}; "
-          f"continue with: runbook resume {args.run_id}")
+          f"continue with: runbook resume {driver}")
     return 0
 
 
@@ -586,6 +621,7 @@ def _status(args: argparse.Namespace) -> int:
             who = f" (approvers: {', '.join(waiting['approvers'])})" if waiting.get("approvers") else ""
             print(f"waiting:   approval of step '{waiting['step']}': {waiting.get('prompt')}{who}")
             print(f"           runbook approve {record.run_id} {waiting['step']} --by NAME [--deny]; then runbook resume {record.run_id}")
+            _print_bound(waiting)
         elif waiting.get("type") == "in_doubt":
             print(f"waiting:   step '{waiting['step']}' is in doubt; runbook resume {record.run_id} --in-doubt rerun|skip|fail")
         elif waiting.get("type") == "interrupted":

@@ -155,6 +155,18 @@ def explain(result: Any, story: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _child_waiting(bundle: Path) -> dict[str, Any]:
+    """What a paused sub-runbook waits for, from its own event log ({} when unknown)."""
+    from engine.evidence import read_events
+
+    try:
+        paused = [e for e in read_events(bundle / "events.jsonl") if e["type"] == "run_paused"]
+    except (OSError, ValueError):
+        return {}
+    waiting = (paused[-1].get("data") or {}).get("waiting_for") if paused else None
+    return waiting if isinstance(waiting, dict) else {}
+
+
 def next_commands(result: Any, story: dict[str, Any] | None) -> list[str]:
     """The commands to consider next: for a paused run exactly what continues it."""
     run_id, outcome = result.run_id, result.outcome.value
@@ -168,7 +180,12 @@ def next_commands(result: Any, story: dict[str, Any] | None) -> list[str]:
             out.append(f"runbook resume {run_id} --in-doubt rerun|skip|fail")
         elif kind == "call":
             child = waiting.get("child_run_id")
-            out.append(f"runbook status {child}   (the paused sub-runbook; then: runbook resume {run_id})")
+            inner = _child_waiting(Path(result.evidence_dir).parent / str(child))
+            if inner.get("type") == "approval":
+                out.append(f"runbook approve {child} {inner.get('step')} --by NAME [--deny]   "
+                           f"(the sub-runbook's approval; then: runbook resume {run_id})")
+            else:
+                out.append(f"runbook status {child}   (the paused sub-runbook; then: runbook resume {run_id})")
         else:
             open_approvals = [step for step, step_kind in (story or {}).get("open", []) if step_kind == "approve"]
             if open_approvals:

@@ -352,3 +352,20 @@ def test_bash_completion_knows_commands_options_and_runbook_names(ws: Workspace)
              '_runbook; echo "${COMPREPLY[*]}"; done')
     proc = subprocess.run(["bash", "-c", probe], cwd=ws.root, capture_output=True, text=True, env=ws.env())
     assert proc.stdout.splitlines() == ["run runs", "gated", "--dry-run", "verify"], proc.stdout + proc.stderr
+
+
+def test_a_paused_sub_runbook_names_its_approval_and_the_parent_to_resume(ws: Workspace) -> None:
+    ws.runbook("gated", GATED)
+    ws.runbook("pg", PARENT.replace("runbook: parent", "runbook: pg").replace("call: child", "call: gated"))
+    result = ws.cli("run", "pg", "--no-input")
+    assert result.code == 12, result.text
+    found = re.search(r"next: runbook approve (\S+) gate --by NAME \[--deny\]\s+\(the sub-runbook's approval; "
+                      r"then: runbook resume (\S+)\)", result.err)
+    assert found, result.err
+    child, parent = found.groups()
+    assert "-gated-" in child and "-pg-" in parent
+    approved = ws.cli("approve", child, "gate", "--by", "bob")
+    assert approved.code == 0 and f"continue with: runbook resume {parent}" in approved.out, approved.text
+    resumed = ws.cli("resume", parent, "--no-input")
+    assert resumed.code == 0, resumed.text
+    assert (ws.root / "traded.txt").exists()
