@@ -521,6 +521,10 @@ class QuietConsole(PlainConsole):
     def _line(self, text: str, style: str | None = None) -> None:
         return None
 
+    def run_finished(self, result: Any) -> None:
+        """Nothing to print: the CLI prints the result document."""
+        self.running.clear()
+
 
 def make_console(output: str, interactive: bool) -> PlainConsole:
     """The console for an output format and terminal; `NO_COLOR` (any value) means plain lines."""
