@@ -498,7 +498,10 @@ class RichConsole(PlainConsole):
         """The run ended: the live display stops before the outcome lines."""
         self._hide_live()
         super().run_finished(result)
-        self._show_live()
+        if self.calls:  # a sub-runbook ended: its parent's call step is still running
+            self._show_live()
+        else:  # the run stopped (ended or paused): nothing may keep the display alive after it
+            self.running.clear()
 
     def ask_step(self, step: Any, preview: dict[str, Any]) -> str:
         """Operator mode: the same preview and answers as plain lines, under a rule, the live display stopped."""
