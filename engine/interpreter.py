@@ -111,7 +111,9 @@ class Interpreter:
         self.workdir = workdir
         self.secrets = secrets
         self.dry = run["mode"] == "dry-run"
-        self.state = RunState(position=runbook.steps[0].id if runbook.steps else None)
+        from engine.validate import result_readers
+
+        self.state = RunState(position=runbook.steps[0].id if runbook.steps else None, kept=result_readers(runbook))
 
     # -- scope ---------------------------------------------------------------
 
@@ -121,7 +123,8 @@ class Interpreter:
                 "trigger": self.trigger, **extra}
 
     def restore(self, state: RunState) -> None:
-        """Continue from the state a folded event log reached."""
+        """Continue from the state a folded event log reached (results released from now on as in a live run)."""
+        state.kept = self.state.kept
         self.state = state
 
     def emit(self, type_: str, step: str | None, data: dict[str, Any], *, sync: bool = True) -> dict[str, Any]:

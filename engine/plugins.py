@@ -267,9 +267,13 @@ def _import_problem(exc: BaseException, origin: str, module: str) -> Problem:
 
 
 def _environment_signature() -> str:
-    """Changes whenever a distribution is installed or removed on sys.path."""
+    """Changes whenever a distribution is installed or removed on sys.path.
+
+    sys.path[0] is left out: it is where the engine was started from (the `runbook` script's
+    directory, or the current directory under `python -m`), not where distributions live, and
+    keying on it made every way of starting the engine invalidate the others' cache."""
     parts = []
-    for entry in sys.path:
+    for entry in sys.path[1:]:
         try:
             parts.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
         except OSError:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STEP_VIEW_KEYS = ("status", "ok", "result", "attempts", "duration_s", "error")
+RELEASED = "<released: no template of this runbook reads it; the result is in events.jsonl>"
 
 
 class PlannedResult(dict):  # type: ignore[type-arg]
@@ -45,11 +46,15 @@ class RunState:
     unhandled: dict[str, Any] | None = None
     finished: dict[str, Any] | None = None
     cancelled: dict[str, Any] | None = None
+    # The steps whose result later templates can read (engine.validate.result_readers); None: all.
+    # The result of any other step is in the event log once its record is written, and the state
+    # keeps only a short stub for it, so memory does not grow with the results of a long run.
+    kept: frozenset[str] | None = None
 
     @classmethod
-    def fold(cls, events: Iterable[dict[str, Any]], start: str | None) -> RunState:
+    def fold(cls, events: Iterable[dict[str, Any]], start: str | None, kept: frozenset[str] | None = None) -> RunState:
         """The state a run reached: `apply` over its records, from its first step."""
-        state = cls(position=start)
+        state = cls(position=start, kept=kept)
         for event in events:
             state.apply(event)
         return state
@@ -91,7 +96,9 @@ def _step_finished(state: RunState, step: str, data: dict[str, Any]) -> None:
         return
     state.items_done.pop(step, None)
     view = {k: data.get(k) for k in STEP_VIEW_KEYS}
-    if view["status"] == "planned" and isinstance(view["result"], dict):
+    if state.kept is not None and step not in state.kept and view["result"] is not None:
+        view["result"] = RELEASED
+    elif view["status"] == "planned" and isinstance(view["result"], dict):
         view["result"] = PlannedResult(step, view["result"])
     state.steps[step] = view
     if data.get("rollback"):
