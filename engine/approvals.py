@@ -7,13 +7,23 @@ run resumable. The run's driver takes pending decisions into the event log
 (`ingest`) and, on resume, every `approval` record of the log must match a
 file of that folder (`check_counted`): a record written any other way is a
 forgery, and resume stops (exit 30).
+
+Signed approvals (SPEC 8): with `approvals: {require_signature: true, keys: {NAME: PUB}}` in
+runbook.yaml, `runbook approve --key KEY` signs (Ed25519) the canonical JSON of
+`{run_id, step, decision, note, plan_sha256}`; the signature and the key id are kept in the
+decision's file and its `approval` record. An unsigned decision, or one whose signature does not
+verify against the approver's configured key, is refused (and stored as a refusal); on resume
+every counted decision is verified again, so a stored file edited by hand stops the run (exit 30).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +32,91 @@ from engine.errors import RunbookError, StateCorrupt
 from engine.model import ApproveStep
 from engine.runs import atomic_write_json
 
-COUNTED_FIELDS = ("decision", "by", "note", "via")
+COUNTED_FIELDS = ("decision", "by", "note", "via", "plan_sha256", "plans", "rebind", "signature", "key_id")
+EXTRA_FIELDS = ("plan_sha256", "plans", "rebind", "signature", "key_id")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """`approvals:` of runbook.yaml: whether decisions must be signed, and each approver's public key."""
+
+    require_signature: bool = False
+    keys: Mapping[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: Any) -> Policy:
+        """The policy a configuration sets."""
+        return cls(bool(getattr(config, "approvals_require_signature", False)),
+                   dict(getattr(config, "approval_keys", {}) or {}))
+
+
+_POLICIES: dict[str, Policy] = {}
+
+
+def register(config: Any) -> None:
+    """Remember the approvals policy of a configuration for the runs of its state directory."""
+    _POLICIES[str(Path(config.state_dir).resolve())] = Policy.of(config)
+
+
+def policy_for(state_dir: Any) -> Policy:
+    """The approvals policy of the configuration that uses this state directory (none: nothing required)."""
+    return _POLICIES.get(str(Path(state_dir).resolve()), Policy())
+
+
+def plans_sha256(plans: Any) -> str:
+    """sha256 of the canonical JSON of the plans an approval is bound to."""
+    from engine.evidence import canonical
+
+    return hashlib.sha256(canonical(plans).encode("utf-8")).hexdigest()
+
+
+def signed_payload(run_id: str, step: str, decision: str, note: str | None, plan_sha256: str | None) -> bytes:
+    """The bytes an approver signs: canonical JSON of what they decided, on what."""
+    from engine.evidence import canonical
+
+    return canonical({"run_id": run_id, "step": step, "decision": decision, "note": note,
+                      "plan_sha256": plan_sha256}).encode("utf-8")
+
+
+def sign(key_path: Path, run_id: str, step: str, decision: str, note: str | None,
+         plan_sha256: str | None) -> tuple[str, str]:
+    """(base64 Ed25519 signature, key id) of a decision signed with the private key in `key_path`."""
+    from engine.keys import key_id, load_private
+
+    private = load_private(key_path)
+    signature = private.sign(signed_payload(run_id, step, decision, note, plan_sha256))
+    return base64.b64encode(signature).decode("ascii"), key_id(private.public_key())
+
+
+def signature_problem(policy: Policy, run_id: str, entry: Mapping[str, Any]) -> str | None:
+    """Why a decision's signature does not show that its approver gave it, or None when it does."""
+    from cryptography.exceptions import InvalidSignature
+
+    from engine.errors import UsageError
+    from engine.keys import key_id, load_public
+
+    by = str(entry.get("by") or "")
+    path = policy.keys.get(by)
+    if path is None:
+        return (f"approvals must be signed and no public key is configured for '{by}' "
+                f"(approvals.keys in runbook.yaml names: {', '.join(sorted(policy.keys)) or 'nobody'})")
+    if not entry.get("signature"):
+        return (f"approvals must be signed: give it with `runbook approve RUN_ID {entry.get('step')} --by {by} "
+                "--key PRIVATE_KEY`")
+    try:
+        public = load_public(path)
+    except UsageError as exc:
+        return f"the public key of '{by}' cannot be read: {exc}"
+    expected_id = key_id(public)
+    try:
+        signature = base64.b64decode(str(entry["signature"]), validate=True)
+        public.verify(signature, signed_payload(run_id, str(entry.get("step")), str(entry.get("decision")),
+                                                entry.get("note"), entry.get("plan_sha256")))
+    except (InvalidSignature, ValueError):
+        signer = f"key {str(entry.get('key_id'))[:16]}" if entry.get("key_id") else "an unknown key"
+        return (f"the signature does not verify against the key of '{by}' ({expected_id[:16]}); "
+                f"it was made with {signer} or over other content")
+    return None
 
 
 class ApprovalRefused(RunbookError):
@@ -59,12 +153,16 @@ class ApprovalBox:
         return cls(state_dir / "approvals" / run_id)
 
     def give(self, step: str, decision: str, by: str, note: str | None, via: str,
-             refused: str | None = None) -> str:
-        """Store one decision durably and return its id."""
+             refused: str | None = None, *, signature: str | None = None, key_id: str | None = None,
+             plan_sha256: str | None = None, plans: Any = None, rebind: bool = False) -> str:
+        """Store one decision durably and return its id (with its signature and bound plans when it has them)."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         approval_id = f"{stamp}-{secrets.token_hex(4)}"
         entry = {"id": approval_id, "step": step, "decision": decision, "by": by, "note": note, "via": via,
                  "refused": refused, "at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+        extra = {"plan_sha256": plan_sha256, "plans": plans, "rebind": rebind or None, "signature": signature,
+                 "key_id": key_id}
+        entry.update({k: v for k, v in extra.items() if v is not None})
         atomic_write_json(self.folder / f"{approval_id}.json", entry)
         return approval_id
 
@@ -95,9 +193,29 @@ class ApprovalBox:
 
 
 def pending(box: ApprovalBox, known_ids: list[str]) -> list[dict[str, Any]]:
-    """Decisions given but not yet in the event log."""
+    """Decisions given but not yet in the event log (StateCorrupt when a signed one no longer verifies)."""
     known = set(known_ids)
-    return [e for e in box.entries() if e["id"] not in known]
+    out = [e for e in box.entries() if e["id"] not in known]
+    for entry in out:
+        if not entry.get("refused"):
+            _check_signed(box, entry, None)
+    return out
+
+
+def _check_signed(box: ApprovalBox, entry: Mapping[str, Any], seq: Any) -> None:
+    """StateCorrupt when signatures are required and a counted decision's stored file does not verify."""
+    policy = policy_for(box.folder.parent.parent)
+    plans = entry.get("plans")
+    where = f"events.jsonl record {seq}: " if seq is not None else f"{box.folder / str(entry.get('id'))}.json: "
+    if plans is not None and plans_sha256(plans) != entry.get("plan_sha256"):
+        raise StateCorrupt(f"{where}the plans of the approval of step '{entry.get('step')}' do not match its "
+                           "plan_sha256; refusing to continue")
+    if not policy.require_signature:
+        return
+    problem = signature_problem(policy, box.folder.name, entry)
+    if problem:
+        raise StateCorrupt(f"{where}approval of step '{entry.get('step')}' by {entry.get('by')!r}: {problem}; "
+                           "the stored decision was not given as signed; refusing to continue")
 
 
 def record_of(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -107,8 +225,9 @@ def record_of(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if entry.get("refused"):
         return "approval_refused", records.approval_refused(entry["by"], entry["refused"], via=entry["via"],
                                                             approval_id=entry["id"], note=entry.get("note"))
+    extra = {k: entry[k] for k in EXTRA_FIELDS if entry.get(k) is not None}
     return "approval", records.approval(entry["decision"], entry["by"], note=entry.get("note"), via=entry["via"],
-                                        approval_id=entry["id"])
+                                        approval_id=entry["id"], **extra)
 
 
 def check_counted(events: list[dict[str, Any]], box: ApprovalBox, redact: Any) -> None:
@@ -125,13 +244,15 @@ def check_counted(events: list[dict[str, Any]], box: ApprovalBox, redact: Any) -
             raise StateCorrupt(f"events.jsonl record {event['seq']}: approval of step '{event.get('step')}' by "
                                f"{data.get('by')!r} was not given through `runbook approve`, the terminal prompt or "
                                "the serve API; refusing to continue")
+        _check_signed(box, entry, event["seq"])
 
 
 def approve(ws: Any, run_id: str, step_id: str, by: str, note: str | None, deny: bool,
-            via: str = "cli") -> dict[str, Any]:
+            via: str = "cli", key: Path | None = None) -> dict[str, Any]:
     """Give a decision for a run's approval step: stored for the run's driver, never acted on here.
 
-    Refusals (not an approver, four-eyes) are stored too, so the run's evidence shows them.
+    `key` (a private key file) signs the decision. Refusals (not an approver, four-eyes, unsigned or
+    wrongly signed when signatures are required) are stored too, so the run's evidence shows them.
     """
     box = ApprovalBox.of(ws.config.state_dir, run_id)
     record, events = _record_and_events(ws, run_id, box)
@@ -149,20 +270,32 @@ def approve(ws: Any, run_id: str, step_id: str, by: str, note: str | None, deny:
         raise ApprovalRefused(f"run {run_id} has not asked for an approval of step '{step_id}' "
                               f"(status {record.status}, waiting for {record.waiting_for or 'nothing'})")
     logged = [e["data"] for e in events if e["type"] == "approval" and e["step"] == step_id and e["seq"] > requested]
-    waiting = [e for e in pending(box, [str(d.get("id")) for d in logged])
-               if e["step"] == step_id and not e.get("refused")]
+    in_log = [str((e.get("data") or {}).get("id")) for e in events if e["type"] in ("approval", "approval_refused")]
+    waiting = [e for e in pending(box, in_log) if e["step"] == step_id and not e.get("refused")]
     earlier = logged + waiting
     if earlier:
         data = earlier[-1]
         raise ApprovalRefused(f"step '{step_id}' of run {run_id} was already {data.get('decision')} by {data.get('by')}; "
                               f"continue with: runbook resume {run_id}")
-    refusal = approval_refusal(step, by, record.operator)
+    asked = next(e for e in events if e["type"] == "approval_requested" and e["seq"] == requested)["data"]
+    plan_sha256, plans, rebind = asked.get("plan_sha256"), asked.get("plans"), bool(asked.get("rebind"))
     decision = "denied" if deny else "approved"
-    approval_id = box.give(step_id, decision, by, note, via, refused=refusal)
+    signature = signer = None
+    if key is not None:
+        signature, signer = sign(key, run_id, step_id, decision, note, plan_sha256)
+    refusal = approval_refusal(step, by, record.operator)
+    policy = Policy.of(ws.config)
+    if refusal is None and policy.require_signature:
+        refusal = signature_problem(policy, run_id, {"step": step_id, "decision": decision, "by": by, "note": note,
+                                                     "plan_sha256": plan_sha256, "signature": signature,
+                                                     "key_id": signer})
+    approval_id = box.give(step_id, decision, by, note, via, refused=refusal, signature=signature, key_id=signer,
+                           plan_sha256=plan_sha256, plans=plans, rebind=rebind)
     _take_into_log(ws, run_id, box)
     if refusal:
         raise ApprovalRefused(f"approval refused: {refusal}")
-    return {"decision": decision, "by": by, "note": note, "via": via, "id": approval_id}
+    return {"decision": decision, "by": by, "note": note, "via": via, "id": approval_id,
+            "plan_sha256": plan_sha256, "key_id": signer}
 
 
 def _record_and_events(ws: Any, run_id: str, box: ApprovalBox) -> tuple[Any, list[dict[str, Any]]]:

@@ -89,6 +89,7 @@ def build_step(raw: dict[str, Any], line: int = 0, col: int = 0) -> Step:
             prompt=spec["prompt"],
             approvers=tuple(spec.get("approvers") or ()),
             four_eyes=bool(spec.get("four_eyes", False)),
+            binds=tuple(spec.get("binds") or ()),
             **common,
         )
     if kind == "wait":

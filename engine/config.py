@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "serve": None,
     "triggers": None,
     "templates": {"timeout": "1s", "max_bytes": 1048576},
+    "approvals": {},
 }
 
 
@@ -42,6 +43,9 @@ class Config:
     triggers: Any = None  # raw `triggers:` list (or a file path); validated by engine.serve.rules
     templates_timeout_s: float = 1.0  # `templates: {timeout, max_bytes}`: the bounds of every render
     templates_max_bytes: int = 1048576
+    # `approvals: {require_signature: BOOL, keys: {NAME: PUBLIC_KEY_PATH}}` (SPEC 8: signed approvals)
+    approvals_require_signature: bool = False
+    approval_keys: dict[str, Path] = field(default_factory=dict)
 
 
 _PATH_LISTS = ("runbook_paths", "plugin_paths")
@@ -164,11 +168,16 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         problem = check_private(signing_key)
         if problem:
             raise InvalidRunbook([Problem(str(source), None, None, None, f"signing.key: {problem}")])
+    if source is not None and "approvals" in raw:
+        problems = _approval_problems(raw["approvals"], resolve, source)
+        if problems:
+            raise InvalidRunbook(problems)
+    approval_keys = {name: resolve(value) for name, value in ((merged.get("approvals") or {}).get("keys") or {}).items()}
     unusable = [(key, message) for key in ("state_dir", "evidence_dir")
                 if (message := _unusable_directory(key, resolve(merged[key]))) is not None]
     if unusable:
         raise InvalidRunbook([_setting_problem(source, path, key, message) for key, message in unusable])
-    return Config(
+    config = Config(
         base=base,
         runbook_paths=listing(merged["runbook_paths"]),
         evidence_dir=resolve(merged["evidence_dir"]),
@@ -183,7 +192,44 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         triggers=merged.get("triggers"),
         templates_timeout_s=_template_limit(merged, "timeout"),
         templates_max_bytes=int(_template_limit(merged, "max_bytes")),
+        approvals_require_signature=bool((merged.get("approvals") or {}).get("require_signature", False)),
+        approval_keys=approval_keys,
     )
+    from engine.approvals import register
+
+    register(config)
+    return config
+
+
+def _approval_problems(value: Any, resolve: Any, source: Path) -> list[Problem]:
+    """Located problems of the `approvals:` block: its shape, and every approver key an Ed25519 public key."""
+    from engine.loader import load_file
+
+    doc = load_file(source)
+    expected = "expected {require_signature: BOOL, keys: {NAME: PUBLIC_KEY_PATH}}"
+    if not isinstance(value, dict) or not set(value) <= {"require_signature", "keys"}:
+        return [doc.problem(("approvals",), f"approvals: {expected}, got {value!r}")]
+    out = []
+    if not isinstance(value.get("require_signature", False), bool):
+        out.append(doc.problem(("approvals", "require_signature"),
+                               f"approvals.require_signature: expected true or false, got {value['require_signature']!r}"))
+    raw_keys = value.get("keys", {})
+    if not isinstance(raw_keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw_keys.items()):
+        return [*out, doc.problem(("approvals", "keys") if "keys" in value else ("approvals",),
+                                  f"approvals.keys: expected a mapping of approver name to public key path "
+                                  f"(the .pub of `runbook keys generate`), got {raw_keys!r}")]
+    if value.get("require_signature") and not raw_keys:
+        out.append(doc.problem(("approvals", "require_signature"),
+                               "approvals.require_signature: true needs approvals.keys (approver name: public key path)"))
+    from engine.errors import UsageError
+    from engine.keys import load_public
+
+    for name, path in raw_keys.items():
+        try:
+            load_public(resolve(path))
+        except UsageError as exc:
+            out.append(doc.problem(("approvals", "keys", name), f"approvals.keys.{name}: {str(exc).removeprefix('--key ')}"))
+    return out
 
 
 def _template_limit(merged: dict[str, Any], key: str) -> float:

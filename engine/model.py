@@ -147,11 +147,12 @@ class DecideStep(Step):
 
 @dataclass(frozen=True)
 class ApproveStep(Step):
-    """`approve: {prompt, approvers, four_eyes}` - a human gate."""
+    """`approve: {prompt, approvers, four_eyes, binds}` - a human gate (binds: actions whose plans it approves)."""
 
     prompt: str = ""
     approvers: tuple[str, ...] = ()
     four_eyes: bool = False
+    binds: tuple[str, ...] = ()
     kind = "approve"
 
 

@@ -69,6 +69,7 @@ STEP_FIELDS: dict[str, Any] = {
             "prompt": {"type": "string"},
             "approvers": {"type": "array", "items": {"type": "string"}},
             "four_eyes": {"type": "boolean"},
+            "binds": {"type": "array", "items": {"type": "string"}},
         },
     },
     "wait": {
