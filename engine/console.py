@@ -341,7 +341,8 @@ class PlainConsole:
             self._line(f"{head}; evidence: {result.evidence_dir}")
             if result.outcome.value == "PAUSED" and result.message:
                 self._line(f"  {self._once(result.message)}")
-            self._remember(result.message)
+            if result.outcome.value != "SUCCESS":  # only a failure's words are worth not repeating
+                self._remember(result.message)
             return
         self._line(head)
         try:
