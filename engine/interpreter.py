@@ -30,7 +30,7 @@ from engine.model import (
     Step,
     WaitStep,
 )
-from engine.plugins import Plan, Registry, StepContext
+from engine.plugins import Action, Plan, Registry, StepContext
 from engine.state import PlannedResult, RunState
 
 MAX_ARTIFACT_CHARS = 10_000_000
@@ -366,6 +366,10 @@ class Interpreter:
             self._kill_switch_gate(step)
         if mutating and self.dry:
             return self._plan(step, plugin, params, ctx, attempt, index)
+        if mutating and isinstance(step, ActionStep) and step.id in self.state.bound:
+            refused = self._check_bound(step, params, index)
+            if refused is not None:
+                return refused
         if mutating and self.svc.before_mutation is not None:
             self.svc.before_mutation(step)
         started: dict[str, Any] = {"kind": step.kind, "plugin": step.plugin, "attempt": attempt, "item": index,
@@ -483,28 +487,46 @@ class Interpreter:
             prompt = str(render(step.prompt, self.scope()))
         except ExpressionError as exc:
             return StepResult("failed", error=f"prompt: {exc}")
-        request = {"prompt": prompt, "approvers": list(step.approvers), "four_eyes": step.four_eyes}
+        request: dict[str, Any] = {"prompt": prompt, "approvers": list(step.approvers), "four_eyes": step.four_eyes}
         self.emit("step_started", step.id, records.step_started("approve", **request), sync=False)
+        bound: dict[str, Any] = {}
+        if step.binds:
+            from engine.approvals import plans_sha256
+
+            plans = self._bound_plans(step)
+            bound = {"plans": plans, "plan_sha256": plans_sha256(plans)}
         if self.dry:
-            self.emit("approval", step.id, {"decision": "would ask", **request})
-            return StepResult("planned", result={"would_ask": prompt})
+            self.emit("approval", step.id, {"decision": "would ask", **request, **bound})
+            return StepResult("planned", result={"would_ask": prompt, **bound})
         decision = self.state.approvals.get(step.id)
         if decision is None and self.interactive:
-            decision = self._ask_approval(step, prompt)
+            decision = self._ask_approval(step, prompt, bound)
         if decision is None:
-            self.emit("approval_requested", step.id, request)
-            raise Pause(f"waiting for approval of step '{step.id}'", {"type": "approval", "step": step.id, **request})
+            self.emit("approval_requested", step.id, {**request, **bound})
+            raise Pause(f"waiting for approval of step '{step.id}'",
+                        {"type": "approval", "step": step.id, **request, **bound})
         result = {"decision": decision["decision"], "by": decision["by"], "note": decision.get("note")}
+        if decision.get("plan_sha256"):
+            result["plan_sha256"] = decision["plan_sha256"]
         if decision["decision"] == "approved":
             return StepResult("ok", result=result)
         return StepResult("failed", result=result, error=f"denied by {decision['by']}")
 
-    def _ask_approval(self, step: ApproveStep, prompt: str) -> dict[str, Any] | None:
+    def _ask_approval(self, step: ApproveStep, prompt: str, bound: dict[str, Any]) -> dict[str, Any] | None:
         """The answer given at the terminal, recorded; None when the run is to pause (refused, paused, input closed)."""
+        from engine.approvals import policy_for
+
         operator = self.run["operator"]
+        if policy_for(self.svc.settings.get("state_dir") or ".").require_signature:
+            self.svc.reporter.message(
+                f"approvals must be signed (approvals.require_signature): not asked at the terminal; the run pauses "
+                f"for `runbook approve {self.run['id']} {step.id} --by NAME --key PRIVATE_KEY`")
+            return None
+        shown = prompt + "".join(f"\n  plan of {target}: {_plan_line(plan)}"
+                                 for target, plan in (bound.get("plans") or {}).items())
         try:
             with signals.interruptible():
-                answer = self.svc.reporter.ask_approval(step, prompt, operator,
+                answer = self.svc.reporter.ask_approval(step, shown, operator,
                                                         lambda by: approval_refusal(step, by, operator))
         except EOFError:
             return None
@@ -516,10 +538,98 @@ class Interpreter:
             return None
         if answer.get("decision") not in ("approved", "denied"):
             return None
-        approval_id = self.svc.give_approval(step.id, answer["decision"], answer["by"], answer.get("note"), "terminal")
+        state_dir = self.svc.settings.get("state_dir")
+        if bound and state_dir:
+            from pathlib import Path
+
+            from engine.approvals import ApprovalBox
+
+            approval_id = ApprovalBox.of(Path(state_dir), self.run["id"]).give(
+                step.id, answer["decision"], answer["by"], answer.get("note"), "terminal", **bound)
+        else:
+            approval_id = self.svc.give_approval(step.id, answer["decision"], answer["by"], answer.get("note"),
+                                                 "terminal")
+            bound = {}
         recorded: dict[str, Any] = self.emit("approval", step.id, records.approval(
-            answer["decision"], answer["by"], note=answer.get("note"), via="terminal", approval_id=approval_id))["data"]
+            answer["decision"], answer["by"], note=answer.get("note"), via="terminal", approval_id=approval_id,
+            **bound))["data"]
         return recorded
+
+    def _bound_plans(self, step: ApproveStep) -> dict[str, Any]:
+        """The plan of each action an approval binds, as a dry-run would make it now (redacted, JSON-plain)."""
+        plans: dict[str, Any] = {}
+        for target in step.binds:
+            action = self.rb.step(target)
+            assert isinstance(action, ActionStep)
+            if action.for_each is None:
+                plans[target] = self._plan_now(action, None, None)
+                continue
+            try:
+                items = evaluate(action.for_each, self.scope())
+            except ExpressionError as exc:
+                plans[target] = {"error": f"for_each: {exc}"}
+                continue
+            plans[target] = [self._plan_now(action, item, n) for n, item in enumerate(items)] \
+                if isinstance(items, (list, tuple)) else {"error": "for_each: not a list"}
+        plain: dict[str, Any] = self._plain(plans)
+        return plain
+
+    def _plan_now(self, step: ActionStep, item: Any, index: int | None, params: Any = None) -> Any:
+        """One bound action's plan in the current scope (an error text when it cannot be made)."""
+        plugin = self.plugin_for(step)
+        if params is None:
+            try:
+                params = render(step.with_ or {}, self.scope(**({"item": item} if step.for_each is not None else {})))
+            except ExpressionError as exc:
+                return {"error": f"with: {exc}"}
+        try:
+            plan = plugin.plan(params, self.context(step, 1, index)) if isinstance(plugin, Action) else \
+                Plan(f"run {step.kind} {step.plugin}", {"params": params})
+        except PluginError as exc:
+            return {"error": f"no plan: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - a plugin bug in plan() fails the comparison, not the engine
+            return {"error": f"plugin '{step.plugin}' crashed while planning: {type(exc).__name__}: {exc}"}
+        return {"summary": plan.summary, **dict(plan.details)}
+
+    def _plain(self, value: Any) -> Any:
+        import json
+
+        from engine.evidence import canonical
+
+        return json.loads(canonical(self.log.redactor.data(value)))
+
+    def _check_bound(self, step: ActionStep, params: Any, index: int | None) -> StepResult | None:
+        """Pause (for a new approval) when a bound action's plan differs from the approved one."""
+        from engine.approvals import plans_sha256
+
+        bound = self.state.bound[step.id]
+        approved = bound.get("plan")
+        if step.for_each is not None and isinstance(approved, list):
+            approved = approved[index] if index is not None and index < len(approved) else None
+        now = self._plain(self._plan_now(step, None, index, params))
+        if plans_sha256(now) == plans_sha256(approved):
+            if bound.get("decision") == "denied":
+                return StepResult("failed", error=f"the plan of step '{step.id}' was denied by {bound.get('by')}")
+            return None
+        binding = self.rb.step(bound["approval"])
+        assert isinstance(binding, ApproveStep)
+        import difflib
+        import json
+
+        diff = list(difflib.unified_diff(json.dumps(approved, indent=2, sort_keys=True).splitlines(),
+                                         json.dumps(now, indent=2, sort_keys=True).splitlines(),
+                                         fromfile=f"approved plan of {step.id}", tofile=f"plan of {step.id} now",
+                                         lineterm=""))
+        changed = {"step": step.id, "approved_sha256": plans_sha256(approved), "now_sha256": plans_sha256(now),
+                   "approved": _plan_line(approved), "now": _plan_line(now), "diff": diff[:400]}
+        plans = self._bound_plans(binding)
+        request = {"prompt": f"the plan of step '{step.id}' changed since it was approved at step '{binding.id}' "
+                             f"by {bound.get('by')}: approve the new plan?",
+                   "approvers": list(binding.approvers), "four_eyes": binding.four_eyes,
+                   "plans": plans, "plan_sha256": plans_sha256(plans), "rebind": True, "changed": changed}
+        self.emit("approval_requested", binding.id, request)
+        raise Pause(f"the plan of step '{step.id}' changed since it was approved; waiting for a new approval of "
+                    f"step '{binding.id}'", {"type": "approval", "step": binding.id, **request})
 
     # -- wait ----------------------------------------------------------------------
 
@@ -615,6 +725,15 @@ def approval_refusal(step: ApproveStep, by: str, operator: str) -> str | None:
     if step.four_eyes and by == operator:
         return f"four-eyes: '{by}' started this run and cannot approve it"
     return None
+
+
+def _plan_line(plan: Any) -> str:
+    """One line for a plan: its summary (each item's for a for_each action), or its error."""
+    if isinstance(plan, list):
+        return "; ".join(_plan_line(p) for p in plan) or "(no items)"
+    if isinstance(plan, dict):
+        return str(plan.get("summary") or plan.get("error") or plan)
+    return str(plan)
 
 
 def _short(values: dict[str, Any]) -> str:

@@ -40,6 +40,8 @@ class RunState:
     rollback_stack: list[str] = field(default_factory=list)
     approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
     approval_ids: list[str] = field(default_factory=list)
+    # Plan-bound approvals: bound action id -> {approval, decision, by, plan, plan_sha256} of its latest decision.
+    bound: dict[str, dict[str, Any]] = field(default_factory=dict)
     halted: bool = False
     in_flight: dict[str, Any] | None = None
     items_done: dict[str, list[Any]] = field(default_factory=dict)
@@ -75,7 +77,8 @@ class RunState:
         """A JSON-ready copy (for comparing a live state with a folded one)."""
         return {"position": self.position, "steps": {k: dict(v) for k, v in self.steps.items()},
                 "rollback_stack": list(self.rollback_stack), "approvals": dict(self.approvals),
-                "approval_ids": list(self.approval_ids), "halted": self.halted, "in_flight": self.in_flight,
+                "approval_ids": list(self.approval_ids), "bound": {k: dict(v) for k, v in self.bound.items()},
+                "halted": self.halted, "in_flight": self.in_flight,
                 "items_done": {k: list(v) for k, v in self.items_done.items()}, "unhandled": self.unhandled,
                 "finished": self.finished, "cancelled": self.cancelled}
 
@@ -121,8 +124,13 @@ def _rollback(state: RunState, step: str, data: dict[str, Any]) -> None:
 def _approval(state: RunState, step: str, data: dict[str, Any]) -> None:
     if data.get("id"):
         state.approval_ids.append(data["id"])
-    if data.get("decision") in ("approved", "denied"):
+    if data.get("decision") not in ("approved", "denied"):
+        return
+    if not data.get("rebind"):  # a new approval of a changed plan is not a decision of the approve step itself
         state.approvals[step] = data
+    for target, plan in (data.get("plans") or {}).items():
+        state.bound[target] = {"approval": step, "decision": data["decision"], "by": data.get("by"), "plan": plan,
+                               "plan_sha256": data.get("plan_sha256")}
 
 
 def _approval_refused(state: RunState, step: str, data: dict[str, Any]) -> None:

@@ -398,6 +398,8 @@ def _graph_problems(doc: Document, runbook: Runbook) -> list[Problem]:
             if target and target not in ids:
                 key: Key = ("steps", index[step.id], field)
                 problems.append(doc.problem(key, f"{field} target '{target}' is not a step id (expected one of: {', '.join(sorted(ids))})", step.id))
+        if isinstance(step, ApproveStep):
+            problems += _binds_problems(doc, runbook, step, index[step.id])
         if step.rollback:
             rollback_targets.add(step.rollback)
         for target in successors(runbook, step):
@@ -483,6 +485,20 @@ def _strongly_connected(graph: dict[str, list[str]]) -> list[set[str]]:
             if work:
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[node])
+    return out
+
+
+def _binds_problems(doc: Document, runbook: Runbook, step: ApproveStep, i: int) -> list[Problem]:
+    """`approve.binds`: every id an action step of this runbook (its plan is what the approver sees)."""
+    out = []
+    actions = sorted(s.id for s in runbook.steps if isinstance(s, ActionStep))
+    for n, target in enumerate(step.binds):
+        if not any(s.id == target and isinstance(s, ActionStep) for s in runbook.steps):
+            what = "is not a step id" if all(s.id != target for s in runbook.steps) else \
+                f"is a {runbook.step(target).kind} step, not an action"
+            out.append(doc.problem(("steps", i, "approve", "binds", n),
+                                   f"approve.binds: '{target}' {what} (expected one of the actions: "
+                                   f"{', '.join(actions) or 'none'})", step.id))
     return out
 
 
