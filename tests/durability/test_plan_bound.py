@@ -126,3 +126,23 @@ def test_binds_must_name_actions(ws: Workspace) -> None:
     assert "'look' is a check step, not an action" in result.text
     assert "'nowhere' is not a step id" in result.text
     assert "bad.yaml:6" in result.text
+
+
+def test_terminal_approval_shows_the_plan_and_a_resume_accepts_it(ws: Workspace) -> None:
+    from tests.engine.test_operator_mode import drive
+
+    ws.write("level.txt", "level=1\n")
+    ws.runbook("bound", BOUND.replace("approve: {prompt: 'Set the level?', binds: [write]}",
+                                      "approve: {prompt: 'Set the level?', binds: [write]}\n      - id: hold\n"
+                                      "        approve: {prompt: 'Hold on?'}"))
+    code, screen = drive(ws, ["run", "bound"], [("approve / deny / pause?", "a"), ("note", "ok"),
+                                                ("approve / deny / pause?", "p")])
+    assert code == 12, screen
+    assert "plan of write" in screen and "level.txt" in screen
+    run_id = only_run_id(ws)
+    approval = of_type(events(ws, run_id), "approval", "gate")[-1]["data"]
+    assert approval["via"] == "terminal" and approval["plans"]["write"]["summary"].startswith("rewrite")
+    assert ws.cli("approve", run_id, "hold", "--by", "bob").code == 0
+    done = ws.cli("resume", run_id, "--no-input")
+    assert done.code == 0, done.text
+    assert (ws.root / "level.txt").read_text() == "level=7\n"
