@@ -148,3 +148,20 @@ def test_config_names_a_bad_key(ws: Workspace) -> None:
     bad = ws.cli("list")
     assert bad.code == 20, bad.text
     assert "runbook.yaml:3" in bad.err and "approvals.keys.alice" in bad.err
+
+
+def test_an_unsigned_approval_through_the_workspace_api_is_refused(ws: Workspace) -> None:
+    """What serve calls for POST /runs/RUN_ID/approve: no signature, so refused (serve answers 403)."""
+    import pytest
+
+    from engine.approvals import ApprovalRefused
+    from engine.config import load_config
+    from engine.console import QuietConsole
+    from engine.session import Workspace as Engine
+
+    run_id = signed(ws)
+    engine = Engine(load_config(cwd=ws.root), QuietConsole())
+    with pytest.raises(ApprovalRefused, match="^approval refused: approvals must be signed"):
+        engine.approve(run_id, "gate", "alice", None, False, via="serve")
+    refused = of_type(events(ws, run_id), "approval_refused", "gate")[-1]["data"]
+    assert refused["via"] == "serve" and refused["by"] == "alice"
