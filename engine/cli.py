@@ -634,7 +634,10 @@ def _status(args: argparse.Namespace) -> int:
 
     for entry in ApprovalBox.of(ws.config.state_dir, record.run_id).entries():
         verdict = f"refused ({entry['refused']})" if entry.get("refused") else entry["decision"]
-        print(f"approval:  step '{entry['step']}' {verdict} by {entry['by']} via {entry['via']} at {entry['at']}")
+        signed = f", signed by key {str(entry['key_id'])[:16]}" if entry.get("key_id") else ""
+        bound = f", plans {str(entry['plan_sha256'])[:12]}" if entry.get("plan_sha256") else ""
+        print(f"approval:  step '{entry['step']}' {verdict} by {entry['by']} via {entry['via']} at {entry['at']}"
+              f"{signed}{bound}")
     if record.status != "finished":
         print(f"           or end it: runbook cancel {record.run_id} --by NAME --reason TEXT")
     return 0
