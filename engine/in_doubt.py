@@ -39,7 +39,7 @@ def resolve(interp: Interpreter, runbook: Runbook, flight: dict[str, Any], in_do
 def verify(interp: Interpreter, step: ActionStep | CheckStep, flight: dict[str, Any]) -> bool | None:
     """Did the in-doubt invocation take effect? None when the plugin cannot tell."""
     plugin = interp.plugin_for(step)
-    check = getattr(plugin, "verify", None)
+    check = getattr(plugin, "verify", None)  # a check run as `mutates: true` may verify too, without being an Action
     if check is None:
         return None
     items = None

@@ -30,7 +30,7 @@ from engine.model import (
     Step,
     WaitStep,
 )
-from engine.plugins import Action, Plan, Registry, StepContext
+from engine.plugins import Action, Plan, Plugin, Registry, StepContext
 from engine.state import PlannedResult, RunState
 
 MAX_ARTIFACT_CHARS = 10_000_000
@@ -137,10 +137,11 @@ class Interpreter:
                            workdir=self.workdir, timeout_s=step.timeout_s, item_index=item_index,
                            settings=self.svc.settings, secrets=self.secrets)
 
-    def plugin_for(self, step: CheckStep | ActionStep | WaitStep) -> Any:
+    def plugin_for(self, step: CheckStep | ActionStep | WaitStep) -> Plugin:
         """The plugin a check, action or wait step runs."""
-        kind = "action" if isinstance(step, ActionStep) else "check"
-        return self.svc.registry.get(kind, step.plugin)
+        if isinstance(step, ActionStep):
+            return self.svc.registry.get("action", step.plugin)
+        return self.svc.registry.get("check", step.plugin)
 
     # -- the loop --------------------------------------------------------------
 
@@ -415,7 +416,7 @@ class Interpreter:
             step.kind, plugin=getattr(step, "plugin", None), attempt=attempt, item=index, mutates=True, planned=True),
             sync=False)
         try:
-            plan = plugin.plan(params, ctx) if hasattr(plugin, "plan") else Plan(f"run {step.kind} {getattr(step, 'plugin', '')}", {"params": params})
+            plan = plugin.plan(params, ctx) if isinstance(plugin, Action) else Plan(f"run {step.kind} {getattr(step, 'plugin', '')}", {"params": params})
         except PluginError as exc:
             plan = Plan(f"run {getattr(step, 'plugin', step.kind)} (plan incomplete: {exc})",
                         {"params": params, "plan_error": str(exc)})
@@ -709,7 +710,7 @@ class Interpreter:
         if isinstance(step, ActionStep) and isinstance(preview["with"], dict):
             plugin = self.plugin_for(step)
             try:
-                plan = plugin.plan(preview["with"], self.context(step, 1)) if hasattr(plugin, "plan") else None
+                plan = plugin.plan(preview["with"], self.context(step, 1)) if isinstance(plugin, Action) else None
                 preview["plan"] = {"summary": plan.summary, **dict(plan.details)} if plan else None
             except PluginError as exc:
                 preview["plan"] = f"(no plan: {exc})"
@@ -760,7 +761,7 @@ def _check_rendered(plugin: Any, raw: Mapping[str, Any], rendered: Mapping[str, 
     """Type-check the values that templates produced (static values were validated before the run)."""
     from engine.expressions import is_template
 
-    properties = (getattr(plugin, "params_schema", {}) or {}).get("properties", {})
+    properties = plugin.params_schema.get("properties", {})
     for key, value in rendered.items():
         source = raw.get(key)
         schema = properties.get(key)
