@@ -278,12 +278,15 @@ def validate_10k(runbook: Path, ws: Path, runs: int) -> dict[str, Any]:
 
 
 def evidence_verify(runbook: Path, ws: Path, runs: int) -> dict[str, Any]:
-    """`runbook evidence verify DIR` throughput: a 5000-step noop bundle and 200 shell steps each printing 256 KB."""
+    """`runbook evidence verify DIR` throughput: 5000 noop records and 200 shell steps each printing 256 KB."""
     line = "the quick brown fox jumps over the lazy dog 0123456789 lorem ipsum dolor sit amet\n"
     blob = ws / "blob.txt"
     blob.write_text(line * (256 * 1024 // len(line)), encoding="utf-8")
     out: dict[str, Any] = {}
-    for label, name, steps in (("event-heavy", "ev-noop-5000", noop_steps(5000)),
+    # A runbook holds at most 1000 steps: the event-heavy bundle is one noop step over 5000 items (one record each).
+    each = [{"id": "each", "check": "noop", "for_each": "range(5000) | list", "with": {"value": "{{ item }}"}},
+            {"id": "done", "end": "SUCCESS"}]
+    for label, name, steps in (("event-heavy", "ev-noop-5000", each),
                                ("artifact-heavy", "ev-cat-200", shell_steps(200, ("/bin/cat", str(blob))))):
         write_runbook(ws, name, steps)
         folder = ws / "evidence"
@@ -295,7 +298,8 @@ def evidence_verify(runbook: Path, ws: Path, runs: int) -> dict[str, Any]:
         size = dir_bytes(made[0])
         times = seconds([run_proc([str(runbook), "evidence", "verify", str(made[0])], ws, bench_env())
                          for _ in range(runs)])
-        out[label] = {"bundle_bytes": size, "median_s": med(times), "mb_per_s": size / 1e6 / med(times)}
+        events = sum(1 for _ in (made[0] / "events.jsonl").open("rb"))
+        out[label] = {"bundle_bytes": size, "events": events, "median_s": med(times), "mb_per_s": size / 1e6 / med(times)}
     return out
 
 
@@ -332,6 +336,7 @@ def report(fig: dict[str, Any]) -> str:
     busy = fig["busy"]
     out = [f"runbook-engine paired benchmark (issue 12)  {m['date']}  commit {m['commit']}{' (+ uncommitted changes)' if m['dirty'] else ''}",
            f"machine: {m['cpus']} CPUs, python {m['python']}; {fig['chaostoolkit']}; {fig['rounds']} paired rounds",
+           *([f"engine code imported from PYTHONPATH={m['pythonpath']} (not the working tree)"] if m.get("pythonpath") else []),
            f"load average at start {m['load_start']}, at end {m['load_end']}",
            f"python -c pass: {fig['python_pass_start_ms']:.1f} ms at start, {fig['python_pass_end_ms']:.1f} ms at end; "
            f"quiet value {fig['quiet_python_ms']:.1f} ms (busy above {fig['quiet_python_ms'] * fig['busy_factor']:.1f})"]
@@ -360,7 +365,8 @@ def report(fig: dict[str, Any]) -> str:
             f"{fig['validate']['median_s']:.2f} s "
             f"median, {fig['validate']['min_s']:.2f} s min"]
     for label, ev in fig["evidence"].items():
-        out.append(f"evidence verify {label}: {ev['bundle_bytes'] / 1e6:.1f} MB in {ev['median_s']:.3f} s -> {ev['mb_per_s']:.0f} MB/s")
+        out.append(f"evidence verify {label}: {ev['bundle_bytes'] / 1e6:.1f} MB, {ev['events']} events, in {ev['median_s']:.3f} s "
+                   f"-> {ev['mb_per_s']:.0f} MB/s (process start-up included)")
     return "\n".join(out)
 
 
@@ -399,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                                                check=False).stdout.strip(),
                       "dirty": bool(subprocess.run([*git, "status", "--porcelain", "--", "engine", "checks", "actions",
                                                     "transports"], capture_output=True, text=True, check=False).stdout.strip()),
-                      "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg())}
+                      "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+                      "pythonpath": os.environ.get("PYTHONPATH", "")}
     try:
         log(f"workspace {ws}")
         fig["python_pass_start_ms"] = python_pass(python, ws) * MS
