@@ -132,6 +132,8 @@ def environment() -> Any:
                 raise SecurityError(f"{__obj!r} is not safely callable")
             owner = getattr(__obj, "__self__", None)
             if isinstance(owner, (str, bytes, bytearray, int)):
+                # Jinja passes its own scope to calls inside loops and blocks; Context.call drops it, so do we
+                kwargs = {k: v for k, v in kwargs.items() if k not in ("_loop_vars", "_block_vars")}
                 result = sandbox.checked_method_call(__obj, args, kwargs)
             else:
                 result = __context.call(__obj, *args, **kwargs)

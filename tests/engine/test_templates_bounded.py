@@ -294,3 +294,11 @@ def test_deeply_nested_expressions_are_located_validation_errors(ws: Workspace, 
         assert re.search(r"deep\.yaml:9:\d+: step 'x': expect: ", result.err), result.err
         assert expected in result.err, result.err
         assert "internal error" not in result.text
+
+
+def test_method_calls_inside_loops_and_blocks_work() -> None:
+    """Jinja hands calls inside a loop its loop scope; a bounded str method call must not see it."""
+    from engine.expressions import render
+
+    assert render("{% for x in 'a b'.split() %}{{ x.upper() }}{% endfor %}", {}) == "AB"
+    assert render("{% for x in [1] %}{{ 'a,b'.split(',') | join('-') }}{% endfor %}", {}) == "a-b"
