@@ -34,3 +34,21 @@ def test_entry_point_loads_and_honours_the_contract(group: str, ep: EntryPoint) 
     plugin = cls()
     assert isinstance(plugin, Action if GROUPS[group] else Check)
     assert not jsonschema.Draft202012Validator(schema).is_valid({"no_such_param": 1})
+
+
+def test_the_entry_point_cache_key_does_not_depend_on_how_the_engine_was_started(monkeypatch: pytest.MonkeyPatch,
+                                                                                 tmp_path: object) -> None:
+    """`runbook ...` puts the script's directory first on sys.path, `python -m ...` the current directory:
+    the cached entry-point table must be valid for both (issue 12)."""
+    import sys
+
+    from engine.plugins import _environment_signature
+
+    rest = sys.path[1:]
+    monkeypatch.setattr(sys, "path", ["", *rest])
+    as_module = _environment_signature()
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *rest])
+    as_script = _environment_signature()
+    assert as_module == as_script
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *rest, str(tmp_path)])
+    assert _environment_signature() != as_script  # an entry beyond the first still counts
