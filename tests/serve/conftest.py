@@ -22,7 +22,7 @@ from tests.conftest import Workspace
 
 TOKENS = {"alertmanager": "am-token-0123456789", "alice": "alice-token-abcdef", "bob": "bob-token-fedcba",
           "ops": "ops-token-777"}
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "research"
+SAMPLES = Path(__file__).resolve().parent / "samples"  # real Alertmanager v4 payloads (firing, group update, resolve)
 
 
 def sha(token: str) -> str:
