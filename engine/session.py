@@ -170,20 +170,33 @@ class Workspace:
         from engine import idempotency, secrets
 
         run_id = run_id or new_run_id(runbook.name)
-        holding = Holding(driver=driver.take(self.config.state_dir, run_id, command_name()))
         operator = options.operator or default_operator()
         env = {name: os.environ.get(name, "") for name in runbook.env}
         known = secrets.declared(runbook, params, env, trigger)
         redactor = Redactor(known)
+        run = {"id": run_id, "mode": options.mode, "runbook": runbook.name, "started_at": utc_now(), "operator": operator}
+        key = idempotency.render_key(runbook, params, run, env, trigger) if runbook.idempotency_key else None
+        holding = Holding(driver=driver.take(self.config.state_dir, run_id, command_name()))
+        try:
+            return self._start_driven(runbook, params, options, trigger, parent_run_id, run, env, known, redactor,
+                                      key, holding)
+        finally:
+            assert holding.driver is not None
+            holding.driver.release()
+
+    def _start_driven(self, runbook: Runbook, params: dict[str, Any], options: RunOptions, trigger: Any,
+                      parent_run_id: str | None, run: dict[str, Any], env: dict[str, str], known: tuple[str, ...],
+                      redactor: Redactor, key: str | None, holding: Holding) -> RunResult:
+        from engine import idempotency, secrets
+
+        run_id, operator = run["id"], run["operator"]
         evidence_dir = self.config.evidence_dir / run_id
         log = EventLog(evidence_dir, redactor)
-        run = {"id": run_id, "mode": options.mode, "runbook": runbook.name, "started_at": utc_now(), "operator": operator}
         record = RunRecord(run_id=run_id, runbook=runbook.name, runbook_path=str(runbook.path),
                            runbook_sha256=runbook.sha256, runbook_version=runbook.version, mode=options.mode,
                            operator=operator,
                            params=redactor.data(params), evidence_dir=str(evidence_dir), started_at=run["started_at"],
                            trigger=redactor.data(trigger), parent_run_id=parent_run_id, assume=options.assume)
-        key = idempotency.render_key(runbook, params, run, env, trigger) if runbook.idempotency_key else None
         if key is not None:
             record.idempotency_key, record.idempotency_key_sha256 = redactor.text(key), idempotency.key_sha256(key)
         self.store.save(record)
