@@ -544,16 +544,24 @@ def _plugin_problems(doc: Document, runbook: Runbook, registry: Registry,
     return problems
 
 
-_PARAM_VALIDATORS: dict[int, Any] = {}
-_PARAM_CHECKS: dict[int, Any] = {}
+_PARAM_VALIDATORS: dict[str, Any] = {}
+_PARAM_CHECKS: dict[str, Any] = {}
 # Keywords whose meaning differs between draft 2020-12 (jsonschema, the reference) and draft 7 (fastjsonschema).
 _NOT_DRAFT7 = {"prefixItems", "$defs", "dependentRequired", "dependentSchemas", "unevaluatedProperties",
                "unevaluatedItems", "$dynamicRef", "$dynamicAnchor", "$anchor", "$ref", "$schema", "$id",
                "minContains", "maxContains", "$vocabulary", "$recursiveRef"}
 
 
+def _schema_key(plugin: Any) -> str:
+    """What the compiled checks of a plugin are cached under: its schema itself (an object's id is reused
+    once the object is gone, so a new plugin could otherwise get another plugin's check)."""
+    import json
+
+    return json.dumps(_plain(getattr(plugin, "params_schema", {}) or {}), sort_keys=True, default=repr)
+
+
 def _params_validator(plugin: Any) -> Any:
-    key = id(plugin)
+    key = _schema_key(plugin)
     if key not in _PARAM_VALIDATORS:
         from jsonschema import Draft202012Validator
 
@@ -563,7 +571,7 @@ def _params_validator(plugin: Any) -> Any:
 
 def _params_fast_valid(plugin: Any, params: dict[str, Any]) -> bool:
     """True when a compiled check proves `params` valid; False means: ask jsonschema (it words the errors)."""
-    key = id(plugin)
+    key = _schema_key(plugin)
     if key not in _PARAM_CHECKS:
         schema = _plain(getattr(plugin, "params_schema", {}) or {})
         usable = isinstance(schema, dict) and not any(

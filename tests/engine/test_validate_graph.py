@@ -36,3 +36,18 @@ def test_reach_and_components_agree_with_networkx(n: int, edges: list[tuple[int,
 def test_a_long_chain_does_not_recurse() -> None:
     plain = {f"n{i}": [f"n{i + 1}"] for i in range(5000)} | {"n5000": ["n0"]}
     assert [len(c) for c in _strongly_connected(plain)] == [5001]
+
+
+def test_compiled_param_checks_follow_the_schema_not_the_object() -> None:
+    """A plugin object's id can be reused by another plugin once it is gone: checks are cached by schema."""
+    from engine.validate import _params_fast_valid
+
+    class Plugin:
+        params_schema: dict[str, object] = {"type": "object", "additionalProperties": False,
+                                            "properties": {"argv": {"type": "array"}}}
+
+    plugin = Plugin()
+    assert not _params_fast_valid(plugin, {"path": "x"})
+    plugin.params_schema = {"type": "object", "additionalProperties": False,
+                            "properties": {"path": {"type": "string"}}}
+    assert _params_fast_valid(plugin, {"path": "x"})
