@@ -18,37 +18,14 @@ from hypothesis import strategies as st
 
 from engine.errors import StateCorrupt
 from engine.evidence import verify_bundle
+from tests.trust.helpers import AUDITED
 
 if TYPE_CHECKING:
     from tests.conftest import Workspace
 
 RUNBOOK = str(Path(sys.executable).with_name("runbook"))
 
-AUDITED = """
-runbook: audited
-title: Audited
-version: 1
-params:
-  level: {type: integer, default: 3}
-steps:
-  - id: look
-    check: shell
-    with: {argv: [sh, -c, "echo level {{ params.level }}; echo warn >&2"]}
-  - id: route
-    decide:
-      - if: params.level > 5
-        goto: high
-      - if: params.level > 2 and steps.look.ok
-        goto: write
-      - else: high
-  - id: write
-    action: file.write
-    with: {path: out.txt, content: "level {{ params.level }}\\n"}
-  - id: done
-    end: SUCCESS
-  - id: high
-    end: BUSINESS_REJECT
-"""
+
 
 
 def canonical(record: dict[str, Any]) -> str:
