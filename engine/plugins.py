@@ -7,13 +7,12 @@ can, whether an interrupted invocation took effect (`verify`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
-import inspect
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,12 +138,54 @@ Plugin = Check | Action
 
 def _where(obj: Any, fallback: str) -> tuple[str, int | None]:
     """The file and line where a plugin class (or module) is defined, else `fallback`."""
+    import inspect
+
     try:
         path = inspect.getsourcefile(obj) or fallback
         line = inspect.getsourcelines(obj)[1] if inspect.isclass(obj) else None
     except (OSError, TypeError):
         return fallback, None
     return path, line
+
+
+def _proof_places() -> list[Path]:
+    """Where a schema's meta-schema verdict is remembered: beside the engine's bytecode, else the user's cache."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runbook-engine"
+    return [Path(__file__).resolve().parent / "__pycache__", home]
+
+
+def _schema_problem(schema: Mapping[str, Any]) -> str | None:
+    """Why `schema` is not a valid 2020-12 JSON Schema, or None.
+
+    jsonschema's meta-schema check is the judge; a schema it accepted once is remembered by
+    the sha256 of its canonical JSON (a marker file), so a run does not import jsonschema
+    to re-prove the same built-in schemas. A refusal is never remembered."""
+    try:
+        text = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=repr)
+    except (TypeError, ValueError):
+        text = None
+    name = f"schema-ok-{hashlib.sha256(text.encode()).hexdigest()[:32]}" if text is not None else None
+    places = _proof_places()
+    if name is not None and any((place / name).exists() for place in places):
+        return None
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        at = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        return f"has an invalid params_schema at {at}: {exc.message}"
+    for place in places:
+        if name is None:
+            break
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            (place / name).touch()
+            break
+        except OSError:
+            continue
+    return None
 
 
 def verify_contract(cls: Any, kind: str, name: str, origin: str) -> None:
@@ -155,9 +196,6 @@ def verify_contract(cls: Any, kind: str, name: str, origin: str) -> None:
     that contradicts its group, a missing `run`, `plan` or `verify`, or an invalid params
     schema raises PluginContractError naming the file and line of the class.
     """
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
     wrong: list[str] = []
     if not isinstance(cls, type):
         wrong.append(f"is {type(cls).__name__}, expected a class")
@@ -176,11 +214,9 @@ def verify_contract(cls: Any, kind: str, name: str, origin: str) -> None:
         if not isinstance(schema, Mapping):
             wrong.append(f"has params_schema {type(schema).__name__}, expected a JSON Schema mapping")
         else:
-            try:
-                Draft202012Validator.check_schema(schema)
-            except SchemaError as exc:
-                at = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-                wrong.append(f"has an invalid params_schema at {at}: {exc.message}")
+            problem = _schema_problem(schema)
+            if problem:
+                wrong.append(problem)
             if schema.get("type") != "object":
                 wrong.append("has a params_schema that is not `type: object` (`with:` is a mapping)")
     if wrong:
@@ -256,6 +292,8 @@ def _import_problem(exc: BaseException, origin: str, module: str) -> Problem:
     if isinstance(exc, SyntaxError) and exc.filename:
         return Problem(exc.filename, exc.lineno, exc.offset, None,
                        f"plugin module {module} ({origin}) has a syntax error: {exc.msg}")
+    import traceback
+
     path, line = origin, None
     frames = traceback.extract_tb(exc.__traceback__)
     for frame in reversed(frames):

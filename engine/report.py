@@ -244,14 +244,33 @@ def render_html(directory: Path, fields: dict[str, Any], events: list[dict[str, 
     return _html(account(fields, events if events is not None else read_events(directory / EVENTS), signer))
 
 
+def _template_cache() -> Any:
+    """Jinja's bytecode cache for report.html.j2, beside the engine's bytecode or in the user's cache
+    directory (the first writable): the template is compiled once per installation, not once per seal."""
+    import os
+
+    from jinja2 import FileSystemBytecodeCache
+
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runbook-engine"
+    for place in (Path(__file__).resolve().parent / "__pycache__", home):
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(place, os.W_OK):
+            return FileSystemBytecodeCache(str(place), "jinja2-%s.cache")
+    return None
+
+
 def _html(model: dict[str, Any]) -> str:
     from html import escape
 
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, FileSystemLoader
     from markupsafe import Markup
 
-    env = Environment(loader=PackageLoader("engine", "templates"), autoescape=select_autoescape(default=True),
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+                      autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                      bytecode_cache=_template_cache())
     rows = []
     for row in model["timeline"]:
         label = f"{row['type']} (rollback)" if row["rollback"] and row["type"] != "rollback" else row["type"]

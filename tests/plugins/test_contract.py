@@ -142,3 +142,19 @@ def test_registry_get_is_typed_by_kind(tmp_path: Path) -> None:
     action = registry.get("action", "file.write")
     check = registry.get("check", "file.exists")
     assert isinstance(action, Action) and isinstance(check, Check) and not isinstance(check, Action)
+
+
+def test_a_schema_proven_once_is_remembered_and_a_refused_one_never_is(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import plugins
+
+    monkeypatch.setattr(plugins, "_proof_places", lambda: [tmp_path])
+    good = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    bad = {"type": "object", "properties": {"n": {"type": "integer", "minimum": "one"}}}
+    assert plugins._schema_problem(good) is None
+    assert [p.name for p in tmp_path.iterdir()] and all(p.name.startswith("schema-ok-") for p in tmp_path.iterdir())
+    assert plugins._schema_problem(good) is None
+    for _ in range(2):
+        problem = plugins._schema_problem(bad)
+        assert problem is not None and "properties/n/minimum" in problem
+    assert len(list(tmp_path.iterdir())) == 1
