@@ -189,6 +189,7 @@ def cmd_ops(name: str) -> Any:
                 "refetch": lambda: t.refetch(core, a.provider),
                 "decide": lambda: t.decide(core, a.month),
                 "plan": lambda: t.plan(core, a.month),
+                "execute": lambda: t.execute(core, a.month, a.client_token),
                 "replay": lambda: t.replay(core, a.month),
                 "slippage-report": lambda: t.slippage_report(core, a.month),
                 "ledger-audit": lambda: t.ledger_audit(core),
@@ -234,6 +235,9 @@ def _add_ops(add: Any) -> None:
         "--provider", required=True, choices=["primary", "secondary"])
     for name in ("decide", "plan", "replay", "slippage-report"):
         rb.add_parser(name).add_argument("--month", required=True)
+    sp = rb.add_parser("execute", help="place the month's plan, orders and fills into the ledger")
+    sp.add_argument("--month", required=True)
+    sp.add_argument("--client-token", required=True, help="client order ids are rb-<token>-<n>")
     rb.add_parser("ledger-audit", help="full reconciliation audit of the rebalance ledger")
     sp = add("canary", cmd_ops("canary"), "seed 004 canary_orchestrator.py")
     g = sp.add_mutually_exclusive_group(required=True)

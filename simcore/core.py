@@ -332,6 +332,32 @@ class Core:
             return {**self._submit(w, c, client_order_id, symbol, side, q, "market", None, True,
                                    "operator", actor, notional), "idempotent_replay": False}
 
+    def submit_order(self, symbol: str, side: str, qty: float, client_order_id: str,
+                     ref_price: float | None = None, actor: str = "operator") -> dict[str, Any]:
+        """Market order (not reduce-only), idempotent on client_order_id: a known id returns that order
+        with idempotent_replay. A symbol the broker has not quoted yet is listed at `ref_price`.
+        Raises Refused while HALT or the kill switch is engaged."""
+        if side not in ("buy", "sell"):
+            raise BadRequest(f"side must be buy or sell, got {side!r}")
+        if not client_order_id or qty <= 0:
+            raise BadRequest("client_order_id and a positive qty are required")
+        with self.session() as (w, c):
+            existing = self._order(c, client_order_id)
+            if existing is not None:
+                return {**existing, "idempotent_replay": True}
+            if db.get_state(c).get("safety_mode") == "HALT":
+                raise Refused("safety_mode is HALT: no orders")
+            if self.lay.kill_switch.exists():
+                raise Refused("kill switch engaged: no orders")
+            prices = w.get("prices")
+            if symbol not in prices:
+                if not ref_price or ref_price <= 0:
+                    raise BadRequest(f"unknown symbol {symbol!r} and no reference price")
+                with db.tx(w.conn):
+                    w.set("prices", {**prices, symbol: float(ref_price)})
+            return {**self._submit(w, c, client_order_id, symbol, side, float(qty), "market", None, False,
+                                   "rebalance", actor, None), "idempotent_replay": False}
+
     def _submit(self, w: World, c: sqlite3.Connection, cid: str, symbol: str, side: str, qty: float,
                 order_type: str, limit: float | None, reduce_only: bool, source: str, actor: str,
                 notional: float | None) -> dict[str, Any]:

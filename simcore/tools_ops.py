@@ -7,6 +7,7 @@ semantics (0 ok / pass, 1 a finding or failure, 2 bad arguments).
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -218,22 +219,74 @@ def decide(core: Core, month: str) -> Out:
 
 
 def plan(core: Core, month: str) -> Out:
-    """The execution plan (MOO order set for the next open) from the month's decision record."""
+    """The execution plan (MOO order set for the next open) from the month's decision record:
+    for each universe symbol, target quantity (capital x target weight / decision price) minus
+    the position held at the broker; sells first. Idempotent: an existing plan is kept."""
     r = _rb(core)
     dpath, ppath = r / "decisions" / f"{month}.json", r / "plans" / f"{month}.json"
     if not dpath.exists():
         return _out(1, {"error": f"no decision record for {month}"})
     if ppath.exists():
         return _out(0, {"plan": read_json(ppath), "created": False})
+    held = core.positions().get("broker")
+    if held is None:
+        return _out(1, {"error": "broker unreachable: current positions unknown, no plan"})
     dec = read_json(dpath)
-    sel = dec["selected"]
-    qty = int(100_000 * dec["targets"][sel] // dec["prices"][sel]["close"])
-    p = {"month": month, "order_type": "MOO", "session_open": "next",
-         "orders": [{"symbol": sel, "side": "buy", "qty": qty, "client_order_id": f"rb-{month}-1"}]}
+    capital = float(read_json(r / "policy.json").get("capital", 100_000))
+    orders = []
+    for sym in sorted(dec["targets"]):
+        want = int(capital * float(dec["targets"][sym]) // float(dec["prices"][sym]["close"]))
+        diff = want - int(held.get(sym, 0))
+        if diff:
+            orders.append({"symbol": sym, "side": "buy" if diff > 0 else "sell", "qty": abs(diff),
+                           "target_qty": want, "held_qty": int(held.get(sym, 0)),
+                           "ref_price": dec["prices"][sym]["close"]})
+    orders.sort(key=lambda o: (o["side"] != "sell", o["symbol"]))
+    p = {"month": month, "order_type": "MOO", "session_open": "next", "capital": capital,
+         "decision": f"decisions/{month}.json", "orders": orders}
     atomic_write_json(ppath, p)
     with (r / "ledger.jsonl").open("a", encoding="utf-8") as fh:
-        fh.write(canonical_json({"ts_ms": _now(core), "type": "plan", "month": month, "orders": 1}) + "\n")
+        fh.write(canonical_json({"ts_ms": _now(core), "type": "plan", "month": month, "orders": len(orders)}) + "\n")
     return _out(0, {"plan": p, "created": True})
+
+
+def execute(core: Core, month: str, client_token: str) -> Out:
+    """Place the month's plan at the broker (client order id = `rb-<token>-<n>`) and record each
+    order with its broker order id, and each fill, in the ledger. Refuses a month whose orders the
+    ledger already holds under another token (never trades a month twice); a repeat with the same
+    token replays."""
+    r = _rb(core)
+    ppath = r / "plans" / f"{month}.json"
+    if not ppath.exists():
+        return _out(1, {"error": f"no execution plan for {month}"})
+    token = re.sub(r"[^A-Za-z0-9_-]", "-", client_token)
+    rows = _jsonl(r / "ledger.jsonl")
+    done = [x for x in rows if x.get("type") == "order" and x.get("month") == month]
+    if any(not x["client_order_id"].startswith(f"rb-{token}-") for x in done):
+        return _out(1, {"error": f"{month} already executed", "orders": done}, "EXECUTE=REFUSED")
+    ordered = {x["client_order_id"] for x in rows if x.get("type") == "order"}
+    filled = {x["client_order_id"] for x in rows if x.get("type") == "fill"}
+    results = []
+    for n, o in enumerate(read_json(ppath)["orders"], start=1):
+        cid = f"rb-{token}-{n}"[:64]
+        got = core.submit_order(o["symbol"], o["side"], o["qty"], cid, ref_price=o["ref_price"], actor="rebalance")
+        now = _now(core)
+        rec = {"month": month, "client_order_id": cid, "broker_order_id": got.get("exchange_order_id"),
+               "symbol": o["symbol"], "side": o["side"], "qty": o["qty"]}
+        with (r / "ledger.jsonl").open("a", encoding="utf-8") as fh:
+            if cid not in ordered:
+                fh.write(canonical_json({"ts_ms": now, "type": "order", **rec}) + "\n")
+            if got.get("status") == "FILLED" and cid not in filled:
+                px = float(got["avg_price"])
+                slip = round((px / o["ref_price"] - 1) * 10_000 * (1 if o["side"] == "buy" else -1), 2)
+                fh.write(canonical_json({"ts_ms": now, "type": "fill", **rec, "qty": got["filled_qty"],
+                                         "expected_price": o["ref_price"], "fill_price": px,
+                                         "slippage_bps": slip, "spread_bps": 1.8}) + "\n")
+        results.append({**rec, "status": got.get("status"), "filled_qty": got.get("filled_qty"),
+                        "avg_price": got.get("avg_price"), "replay": got.get("idempotent_replay")})
+    ok = all(x["status"] == "FILLED" for x in results)
+    return _out(0 if ok else 1, {"month": month, "orders": results, "all_filled": ok},
+                f"EXECUTE={'FILLED' if ok else 'INCOMPLETE'}")
 
 
 def replay(core: Core, month: str) -> Out:

@@ -178,24 +178,76 @@ def test_incident_on_a_healthy_core_enters_safe_mode_only(sim):
 # -- monthly-rebalance-guard -------------------------------------------------------------------
 
 
+def ledger(sim: Any) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (sim.root / "core/rebalance/ledger.jsonl").read_text().splitlines()]
+
+
 def test_monthly_rebalance_guard_runs_once_per_month(sim):
     dry_run_untouched(sim, "monthly-rebalance-guard", *MONTH)
     code, doc = run(sim, "monthly-rebalance-guard", *MONTH)
     assert (code, doc["outcome"]) == (12, "PAUSED")
-    assert status(sim)["positions"]["broker"]["BTCUSDT"] == 0.05  # nothing sent before the approval
+    assert status(sim)["positions"]["broker"] == {"BTCUSDT": 0.05, "XAUUSD": 0.0}  # nothing sent before the approval
+    # The decision record was computed from the bars and persisted with its provenance.
+    record = json.loads((sim.root / "core/rebalance/decisions/2026-01.json").read_text())
+    provenance = json.loads((sim.root / "core/rebalance/data/provenance.json").read_text())
+    assert record["selected"] == "SPY" and record["targets"]["SPY"] == 1.0
+    assert all(p["provider"] == "primary" and p["sha256"] == provenance["sha256"] for p in record["prices"].values())
+    assert record["config_hash"] and record["code_commit"] and record["decision_ts"]
+    plan = json.loads((sim.root / "core/rebalance/plans/2026-01.json").read_text())
+    want = int(100_000 // record["prices"]["SPY"]["close"])
+    assert plan["orders"] == [{"symbol": "SPY", "side": "buy", "qty": want, "target_qty": want, "held_qty": 0,
+                               "ref_price": record["prices"]["SPY"]["close"]}]
     refused = sim.cli("approve", doc["run_id"], "approve_order", "--by", "tester")
     assert refused.code != 0 and "four-eyes" in refused.text
     code, doc = approve_and_resume(sim, doc, "approve_order")
     assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
-    order = doc["steps"]["order"]["result"]
-    assert order["status"] == "FILLED" and doc["run_id"] in order["client_order_id"]
+    placed = doc["steps"]["execute"]["result"]["json"]["orders"]
+    assert [(o["symbol"], o["side"], o["qty"], o["status"]) for o in placed] == [("SPY", "buy", want, "FILLED")]
+    assert placed[0]["client_order_id"] == f"rb-{doc['run_id']}-1"
     positions = status(sim)["positions"]
-    assert positions["broker"]["BTCUSDT"] == positions["local"]["BTCUSDT"] == 0.04
+    assert positions["broker"]["SPY"] == positions["local"]["SPY"] == want
+    rows = [x for x in ledger(sim) if x.get("month") == "2026-01"]
+    assert [x["type"] for x in rows] == ["decision", "plan", "order", "fill"]
+    assert rows[2]["broker_order_id"] == placed[0]["broker_order_id"] and rows[2]["broker_order_id"].startswith("SIM-")
     assert verified(sim, doc)
     # Scheduled again for the same month: skipped, nothing traded twice.
     code, again = run(sim, "monthly-rebalance-guard", *MONTH)
     assert (code, again["outcome"]) == (11, "BUSINESS_SKIP")
-    assert status(sim)["positions"]["broker"]["BTCUSDT"] == 0.04
+    # Forced: the engine lets it run, the rebalance tool refuses a month the ledger already traded.
+    code, forced = run(sim, "monthly-rebalance-guard", *MONTH, "--force")
+    code, forced = approve_and_resume(sim, forced, "approve_order")
+    assert (code, forced["outcome"]) == (50, "INTERNAL_ERROR") and "already executed" in forced["message"]
+    assert status(sim)["positions"]["broker"]["SPY"] == want
+    assert len([x for x in ledger(sim) if x.get("type") == "order" and x["month"] == "2026-01"]) == 1
+
+
+def test_monthly_rebalance_next_month_sells_the_old_selection(sim):
+    """A month whose selection changed: the plan sells the held asset first, then buys the new one."""
+    code, doc = run(sim, "monthly-rebalance-guard", *MONTH)
+    code, doc = approve_and_resume(sim, doc, "approve_order")
+    assert code == 0, doc["message"]
+    held = status(sim)["positions"]["broker"]["SPY"]
+    # the next month's bars favour EFA: rewrite the working copy (and its provenance) as a provider would
+    bars = sim.root / "core/rebalance/data/daily_bars.csv"
+    lines = bars.read_text().splitlines()
+    last = lines[-1].split(",")[0]
+    out = [lines[0]] + [(f"{d},{s},{float(c) * 3:.2f}" if (d == last and s == "EFA") else f"{d},{s},{c}")
+                        for d, s, c in (x.split(",") for x in lines[1:])]
+    bars.write_text("\n".join(out) + "\n")
+    import hashlib
+    prov = sim.root / "core/rebalance/data/provenance.json"
+    meta = json.loads(prov.read_text())
+    meta["sha256"] = hashlib.sha256(bars.read_bytes()).hexdigest()
+    prov.write_text(json.dumps(meta))
+    code, doc = run(sim, "monthly-rebalance-guard", "--param", "month=2026-02")
+    plan = json.loads((sim.root / "core/rebalance/plans/2026-02.json").read_text())
+    assert [(o["side"], o["symbol"]) for o in plan["orders"]] == [("sell", "SPY"), ("buy", "EFA")]
+    assert plan["orders"][0]["qty"] == held
+    code, doc = approve_and_resume(sim, doc, "approve_order")
+    assert code == 0, doc["message"]
+    positions = status(sim)["positions"]
+    assert positions["broker"]["SPY"] == 0 and positions["broker"]["EFA"] == plan["orders"][1]["qty"]
+    assert verified(sim, doc)
 
 
 def test_monthly_rebalance_guard_no_go_does_not_trade(sim):
