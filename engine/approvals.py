@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunbookError, StateCorrupt
+from engine.errors import ApprovalRefused, StateCorrupt
 from engine.model import ApproveStep
 from engine.runs import atomic_write_json
 
@@ -117,12 +117,6 @@ def signature_problem(policy: Policy, run_id: str, entry: Mapping[str, Any]) -> 
         return (f"the signature does not verify against the key of '{by}' ({expected_id[:16]}); "
                 f"it was made with {signer} or over other content")
     return None
-
-
-class ApprovalRefused(RunbookError):
-    """`runbook approve` by someone who may not approve, or of a step not waiting (exit 2; recorded when refused)."""
-
-    exit_code = 2
 
 
 def approval_refusal(step: ApproveStep, by: str, operator: str) -> str | None:

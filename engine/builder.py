@@ -15,7 +15,6 @@ from engine.model import (
     DecideStep,
     EndStep,
     LockSpec,
-    Outcome,
     Retry,
     Runbook,
     Step,
@@ -23,6 +22,7 @@ from engine.model import (
     parse_duration,
 )
 from engine.schema import KIND_KEYS
+from engine.vocabulary import Outcome
 
 
 def _expr(value: Any) -> str | None:

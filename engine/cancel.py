@@ -10,9 +10,9 @@ from engine import driver, locks, records
 from engine.errors import UsageError
 from engine.evidence import EventLog
 from engine.interpreter import Finish
-from engine.model import Outcome
 from engine.redact import Redactor
 from engine.session import Holding, ResumeBlocked, RunOptions, RunResult, Workspace, command_name
+from engine.vocabulary import Outcome
 
 
 def cancel(ws: Workspace, run_id: str, by: str, reason: str, rollback: bool = True) -> RunResult:

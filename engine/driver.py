@@ -19,12 +19,13 @@ from typing import Any
 
 from engine.errors import RunbookError
 from engine.runs import process_alive, read_json_object
+from engine.vocabulary import Outcome
 
 
 class RunDriven(RunbookError):
     """Another process drives this run (exit 40)."""
 
-    exit_code = 40
+    outcome = Outcome.LOCK_TIMEOUT
 
 
 @dataclass

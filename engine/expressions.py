@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from engine import sandbox
+from engine.errors import ExpressionError
 
 MAX_SOURCE_TOKENS = 20_000
 MAX_TEMPLATE_TAGS = 2_000
@@ -27,10 +28,6 @@ MAX_BRACKET_DEPTH = 32
 MAX_SYNTAX_DEPTH = 64
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
-
-
-class ExpressionError(Exception):
-    """An expression or template could not be evaluated; the message says why."""
 
 
 def configure_limits(timeout_s: float, max_bytes: int) -> None:
@@ -267,11 +264,11 @@ def _compiled_expression(expr: str) -> Any:
         _parse(expr, True)
         return environment().compile_expression(expr, undefined_to_none=False)
     except ExpressionError as exc:
-        raise ExpressionError(f"{exc} in `{_short(expr)}`") from None
+        raise ExpressionError(f"{exc} in `{_short(expr)}`", expression=expr) from None
     except TemplateError as exc:
-        raise ExpressionError(f"syntax error in `{_short(expr)}`: {exc}") from None
+        raise ExpressionError(f"syntax error in `{_short(expr)}`: {exc}", expression=expr) from None
     except (RecursionError, SyntaxError):
-        raise ExpressionError(f"nested too deeply in `{_short(expr)}`") from None
+        raise ExpressionError(f"nested too deeply in `{_short(expr)}`", expression=expr) from None
 
 
 @lru_cache(maxsize=4096)
@@ -282,11 +279,11 @@ def _compiled_template(text: str) -> Any:
         _parse(text, False)
         return environment().from_string(text)
     except ExpressionError as exc:
-        raise ExpressionError(f"{exc} in template {_short(text)!r}") from None
+        raise ExpressionError(f"{exc} in template {_short(text)!r}", expression=text) from None
     except TemplateError as exc:
-        raise ExpressionError(f"syntax error in template {_short(text)!r}: {exc}") from None
+        raise ExpressionError(f"syntax error in template {_short(text)!r}: {exc}", expression=text) from None
     except (RecursionError, SyntaxError):
-        raise ExpressionError(f"nested too deeply in template {_short(text)!r}") from None
+        raise ExpressionError(f"nested too deeply in template {_short(text)!r}", expression=text) from None
 
 
 def _explain(exc: BaseException) -> str:
@@ -319,7 +316,7 @@ def evaluate(expr: str, scope: Mapping[str, Any]) -> Any:
         except ExpressionError:
             raise
         except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - user code: a step failure
-            raise ExpressionError(f"{_explain(exc)} in `{_short(expr)}`") from None
+            raise ExpressionError(f"{_explain(exc)} in `{_short(expr)}`", expression=expr) from None
     return value
 
 
@@ -350,7 +347,7 @@ def _render_string(text: str, scope: Mapping[str, Any]) -> Any:
     except ExpressionError:
         raise
     except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - user code: a step failure
-        raise ExpressionError(f"{_explain(exc)} in template {_short(text)!r}") from None
+        raise ExpressionError(f"{_explain(exc)} in template {_short(text)!r}", expression=text) from None
 
 
 def _bounded_render(template: Any, scope: Mapping[str, Any]) -> str:

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidRunbook, Problem
+from engine.errors import InvalidRunbook, Problem, UnknownRun
 from engine.model import Runbook
 from engine.runs import (
     RunStore,
-    UnknownRun,
     atomic_write_json,
     effective_status,
     process_alive,
@@ -42,7 +41,8 @@ class Claim:
 
 def render_key(runbook: Runbook, params: dict[str, Any], run: dict[str, Any], env: dict[str, str], trigger: Any) -> str:
     """The runbook's idempotency key rendered for this run."""
-    from engine.expressions import ExpressionError, render
+    from engine.errors import ExpressionError
+    from engine.expressions import render
 
     try:
         return str(render(runbook.idempotency_key, {"params": params, "run": run, "env": env, "trigger": trigger}))

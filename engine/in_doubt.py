@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from engine import records
-from engine.expressions import ExpressionError, evaluate, render
+from engine.errors import ExpressionError
+from engine.expressions import evaluate, render
 from engine.interpreter import Interpreter, Pause, StepResult
 from engine.model import ActionStep, CheckStep, Runbook
 from engine.state import RunState

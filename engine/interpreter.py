@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import records, signals
-from engine.errors import PluginError
+from engine.errors import ExpressionError, PluginError
 from engine.evidence import EventLog
-from engine.expressions import ExpressionError, evaluate, read_values, render
+from engine.expressions import evaluate, read_values, render
 from engine.model import (
     ActionStep,
     ApproveStep,
@@ -25,13 +25,13 @@ from engine.model import (
     CheckStep,
     DecideStep,
     EndStep,
-    Outcome,
     Runbook,
     Step,
     WaitStep,
 )
 from engine.plugins import Action, Plan, Plugin, Registry, StepContext
 from engine.state import PlannedResult, RunState
+from engine.vocabulary import Outcome
 
 MAX_ARTIFACT_CHARS = 10_000_000
 FAILURE_DEFAULTS = {"check": Outcome.BUSINESS_REJECT, "decide": Outcome.BUSINESS_REJECT, "approve": Outcome.BUSINESS_REJECT}
@@ -238,7 +238,8 @@ class Interpreter:
             try:
                 values[name] = float(rendered) if isinstance(rendered, (int, float)) else parse_duration(str(rendered))
             except ValueError as exc:
-                raise ExpressionError(f"{name.removesuffix('_s').replace('wait_', 'wait.')}: {exc}") from None
+                raise ExpressionError(f"{name.removesuffix('_s').replace('wait_', 'wait.')}: {exc}",
+                                      expression=str(template), step=step.id) from None
         return replace(step, **values)
 
     def route(self, step: Step, result: StepResult) -> str | None:

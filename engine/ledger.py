@@ -119,8 +119,9 @@ def audit(evidence_dir: Path, state_dir: Path, since: str | None = None,
           keys: Sequence[tuple[str, Any]] = ()) -> Audit:
     """Verify the ledger and every bundle it lists or that lies in `evidence_dir`: a bundle missing, replaced
     (manifest not the one last recorded), not in the ledger, or failing `verify` is a problem."""
+    from engine.errors import UnknownRun
     from engine.evidence import MANIFEST, verify_bundle
-    from engine.runs import RunStore, UnknownRun, effective_status
+    from engine.runs import RunStore, effective_status
 
     out = Audit()
     try:
@@ -203,8 +204,9 @@ def verify_in_place(config: Any, directory: Path, keys: Sequence[tuple[str, Any]
     """`runbook evidence verify`: the bundle on its own, then what the state directory and the ledger next to
     it remember of the run (its last record hash, its last manifest). The line to print; StateCorrupt if any
     disagrees."""
+    from engine.errors import UnknownRun
     from engine.evidence import EVENTS, MANIFEST, describe, verify_bundle
-    from engine.runs import RunStore, UnknownRun
+    from engine.runs import RunStore
 
     summary = verify_bundle(directory, keys)
     run_id = str(summary["run_id"])

@@ -16,21 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunbookError
+from engine.errors import LockNotAcquired
 from engine.model import LockSpec
 from engine.redact import mask
 from engine.runs import atomic_write_json, process_alive, read_json_object
+from engine.vocabulary import Outcome
 
 POLL_S = 0.05
-
-
-class LockNotAcquired(RunbookError):
-    """The lock is held (exit 40, or 11 with on_held: skip) or stale without `--force-lock-break`."""
-
-    def __init__(self, message: str, exit_code: int, payload: dict[str, Any] | None) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.payload = payload
 
 
 @dataclass
@@ -92,14 +84,14 @@ def acquire(lock_dir: Path, spec: LockSpec, run_id: str, reason: str | None,
     path = lock_dir / f"{spec.name}.lock"
     os_lock = FileLock(str(path) + ".flock")
     deadline = time.monotonic() + spec.wait_s
-    held_code = 11 if spec.on_held == "skip" else 40
+    held = Outcome.BUSINESS_SKIP if spec.on_held == "skip" else Outcome.LOCK_TIMEOUT
     while True:
         try:
             os_lock.acquire(timeout=0)
         except Timeout:
             payload = read_payload(path)
             if time.monotonic() >= deadline:
-                raise LockNotAcquired(_held_message(spec, payload), held_code, payload) from None
+                raise LockNotAcquired(_held_message(spec, payload), held, payload) from None
             time.sleep(POLL_S)
             continue
         payload = read_payload(path)
@@ -107,7 +99,7 @@ def acquire(lock_dir: Path, spec: LockSpec, run_id: str, reason: str | None,
         if state == "held":
             os_lock.release()
             if time.monotonic() >= deadline:
-                raise LockNotAcquired(_held_message(spec, payload), held_code, payload)
+                raise LockNotAcquired(_held_message(spec, payload), held, payload)
             time.sleep(POLL_S)
             continue
         broken = None
@@ -120,7 +112,7 @@ def acquire(lock_dir: Path, spec: LockSpec, run_id: str, reason: str | None,
                 raise LockNotAcquired(
                     f"lock '{spec.name}' is stale (owner pid {payload.get('pid')} on {payload.get('host')} "
                     f"since {payload.get('start_ts_utc')} is gone); break it with --force-lock-break --reason TEXT",
-                    40, payload)
+                    Outcome.LOCK_TIMEOUT, payload)
             else:
                 broken = {"previous": payload, "reason": reason}
         mine = {

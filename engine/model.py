@@ -1,47 +1,13 @@
-"""Frozen value objects the interpreter works on: Runbook, one Step class per kind, Outcome."""
+"""Frozen value objects the interpreter works on: Runbook, one Step class per kind, Duration."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-
-class Outcome(StrEnum):
-    """How a run ended; the value is also the process exit code's name (SPEC 3)."""
-
-    SUCCESS = "SUCCESS"
-    BUSINESS_REJECT = "BUSINESS_REJECT"
-    BUSINESS_SKIP = "BUSINESS_SKIP"
-    PAUSED = "PAUSED"
-    DATA_INVALID = "DATA_INVALID"
-    STATE_CORRUPT = "STATE_CORRUPT"
-    LOCK_TIMEOUT = "LOCK_TIMEOUT"
-    INTERNAL_ERROR = "INTERNAL_ERROR"
-    ANOMALY_HALT = "ANOMALY_HALT"
-
-    @property
-    def exit_code(self) -> int:
-        """The process exit code of SPEC 3."""
-        return EXIT_CODES[self]
-
-
-EXIT_CODES: dict[Outcome, int] = {
-    Outcome.SUCCESS: 0,
-    Outcome.BUSINESS_REJECT: 10,
-    Outcome.BUSINESS_SKIP: 11,
-    Outcome.PAUSED: 12,
-    Outcome.DATA_INVALID: 20,
-    Outcome.STATE_CORRUPT: 30,
-    Outcome.LOCK_TIMEOUT: 40,
-    Outcome.INTERNAL_ERROR: 50,
-    Outcome.ANOMALY_HALT: 60,
-}
-
-# Outcomes a runbook may name in `end:`, `fail:` and `default_fail:`.
-END_OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.PAUSED)
+from engine.vocabulary import Outcome
 
 # The one duration grammar: runbook fields (timeout, retry.delay, wait.every, lock.ttl ...),
 # plugin params (max_age ...) and the JSON Schemas of both use these. ASCII digits only.

@@ -12,7 +12,7 @@ from engine.errors import InvalidRunbook, Problem, StateCorrupt
 from engine.evidence import EventLog, read_events, utc_now, verify_bundle
 from engine.interpreter import Finish
 from engine.loader import load_file
-from engine.model import Outcome, Runbook
+from engine.model import Runbook
 from engine.redact import Redactor
 from engine.runs import RunRecord
 from engine.session import (
@@ -25,6 +25,7 @@ from engine.session import (
     default_operator,
 )
 from engine.state import RunState
+from engine.vocabulary import Outcome
 
 if TYPE_CHECKING:
     from engine.approvals import ApprovalBox

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunbookError, StateCorrupt
+from engine.errors import StateCorrupt, UnknownRun
 
 
 @dataclass
@@ -82,7 +82,7 @@ class RunStore:
     def path(self, run_id: str) -> Path:
         """Where a run's record lives; UnknownRun (exit 2) for anything that is not a run id."""
         if not RUN_ID.fullmatch(run_id):
-            raise UnknownRun(run_id)
+            raise UnknownRun(run_id, well_formed=False)
         return self.root / f"{run_id}.json"
 
     def save(self, record: RunRecord) -> None:
@@ -90,10 +90,10 @@ class RunStore:
         atomic_write_json(self.path(record.run_id), asdict(record))
 
     def load(self, run_id: str) -> RunRecord:
-        """A run record; RunbookError (exit 2) if there is no such run."""
+        """A run record; UnknownRun (exit 2) if there is no such run."""
         path = self.path(run_id)
         if not path.exists():
-            raise UnknownRun(run_id)
+            raise UnknownRun(run_id, well_formed=True)
         try:
             return RunRecord(**json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, TypeError) as exc:
@@ -110,16 +110,6 @@ class RunStore:
             except (ValueError, TypeError):
                 continue
         return out
-
-
-class UnknownRun(RunbookError):
-    """No run with that id in the state directory."""
-
-    exit_code = 2
-
-    def __init__(self, run_id: str) -> None:
-        shown = run_id if RUN_ID.fullmatch(run_id) else repr(run_id[:80])
-        super().__init__(f"no run {shown} in the state directory (`runbook runs` lists them)")
 
 
 def process_alive(pid: int) -> bool:

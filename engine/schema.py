@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model import DURATION_EXAMPLES, DURATION_PATTERN, END_OUTCOMES
+from engine.model import DURATION_EXAMPLES, DURATION_PATTERN
+from engine.vocabulary import END_OUTCOMES
 
 DURATION = {"type": "string", "pattern": DURATION_PATTERN, "description": DURATION_EXAMPLES}
 DURATION_OR_TEMPLATE = {"type": "string", "pattern": rf"^({DURATION_PATTERN[1:-1]}|.*\{{\{{.*\}}\}}.*)$",

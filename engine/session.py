@@ -21,15 +21,16 @@ from typing import Any
 
 from engine import __version__, driver, signals
 from engine.config import Config
-from engine.errors import InvalidRunbook
+from engine.errors import InvalidRunbook, LockNotAcquired, UnknownRun
 from engine.evidence import EventLog, utc_now
 from engine.interpreter import Finish, Interpreter, Pause, Services
 from engine.library import Library
 from engine.loader import load_file
-from engine.model import Outcome, Runbook, Step
+from engine.model import Runbook, Step
 from engine.plugins import Registry, load_registry
 from engine.redact import Redactor
 from engine.runs import RunRecord, RunStore, new_run_id
+from engine.vocabulary import Outcome
 
 VALIDATION_RULES = 2  # bump when validation gets stricter: files proven valid before are checked again
 
@@ -275,8 +276,6 @@ class Workspace:
 
     def _resume_child(self, child_run_id: str, options: RunOptions) -> tuple[Outcome, str, str] | None:
         """Continue a sub-runbook run; None when it never got as far as saving its record (start it)."""
-        from engine.runs import UnknownRun
-
         try:
             result = self.resume(child_run_id, RunOptions(operator=options.operator, interactive=options.interactive,
                                                           step_mode=options.step_mode, in_doubt=options.in_doubt))
@@ -299,13 +298,12 @@ class Workspace:
         try:
             held = locks.acquire(lock_dir, runbook.lock, run_id, options.reason, options.force_lock_break, resuming,
                                  command=command_name())
-        except locks.LockNotAcquired as exc:
+        except LockNotAcquired as exc:
             log.record("lock", None, {"name": runbook.lock.name, "action": "not acquired", "reason": str(exc),
                                       "holder": exc.payload, "force_lock_break": options.force_lock_break})
-            outcome = Outcome.BUSINESS_SKIP if exc.exit_code == 11 else Outcome.LOCK_TIMEOUT
             if resuming:
-                raise ResumeBlocked(outcome, str(exc)) from None
-            raise Finish(outcome, str(exc)) from None
+                raise ResumeBlocked(exc.outcome, str(exc)) from None
+            raise Finish(exc.outcome, str(exc)) from None
         if held.broken:
             log.record("lock", None, {"name": runbook.lock.name, "action": "broke stale lock", **held.broken})
         log.record("lock", None, {"name": runbook.lock.name, "action": "acquired", "payload": held.payload})

@@ -112,7 +112,7 @@ def _param_problems(config: Config, settings: ServeSettings) -> list[Problem]:
 
 def test(config: Config, event_path: str, rule_name: str | None) -> int:
     """Print which rules would fire for an event file and with which params; start nothing. Exit 0."""
-    from engine.expressions import ExpressionError
+    from engine.errors import ExpressionError
 
     settings = _settings(config)
     try:

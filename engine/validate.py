@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.builder import build_runbook, step_kind
-from engine.errors import InvalidRunbook, Problem
-from engine.expressions import ExpressionError, is_template, references, template_expressions
+from engine.errors import ExpressionError, InvalidRunbook, Problem
+from engine.expressions import is_template, references, template_expressions
 from engine.library import Library
 from engine.loader import Document, Key
 from engine.model import (

@@ -25,6 +25,7 @@ from engine.serve.intake import GroupCommit, Intake, IntakeError
 from engine.serve.metrics import Metrics
 from engine.serve.rules import ServeSettings
 from engine.serve.supervisor import Supervisor
+from engine.vocabulary import Outcome
 
 MAX_BODY = 1024 * 1024
 log = logging.getLogger("runbook.serve")
@@ -136,7 +137,7 @@ class Server:
         return JSONResponse(out)
 
     def _known_run(self, run_id: str) -> Any:
-        from engine.runs import UnknownRun
+        from engine.errors import UnknownRun
 
         if not _RUN_ID.match(run_id):
             raise _HttpError(404, f"no run '{run_id}'")
@@ -286,7 +287,7 @@ def serve(config: Config, listen: str | None = None) -> int:
 class ServeRunning(RunbookError):
     """Another `runbook serve` already drives this state directory."""
 
-    exit_code = 40
+    outcome = Outcome.LOCK_TIMEOUT
 
 
 def _one_serve(config: Config) -> int:

@@ -152,7 +152,7 @@ class Intake:
                    fingerprint: str | None, starts_at: str | None, dedupe_key: str | None, group_key: str,
                    trigger: Any, source: str) -> tuple[Candidate, bool] | dict[str, Any]:
         """(candidate, kill switch engaged) to admit, or the answer when its params do not render."""
-        from engine.expressions import ExpressionError
+        from engine.errors import ExpressionError
 
         try:
             params = render_params(rule, alert, event)

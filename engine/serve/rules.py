@@ -424,7 +424,8 @@ def _calendar(raw: Any, key: tuple[Any, ...], located: _Located, label: str) -> 
 
 
 def _check_templates(params: dict[str, Any], key: tuple[Any, ...], located: _Located, label: str) -> None:
-    from engine.expressions import ExpressionError, references, template_expressions
+    from engine.errors import ExpressionError
+    from engine.expressions import references, template_expressions
 
     for name, value in params.items():
         for source in template_expressions(value):

@@ -29,10 +29,10 @@ from typing import Any
 
 from engine.config import Config
 from engine.errors import RunbookError
-from engine.model import EXIT_CODES
-from engine.runs import RunRecord, RunStore, UnknownRun, atomic_write_json, process_alive
+from engine.runs import RunRecord, RunStore, atomic_write_json, process_alive
 from engine.serve.inbox import Inbox, Row
 from engine.serve.metrics import Metrics
+from engine.vocabulary import EXIT_CODES
 
 MAX_ATTEMPTS = 5
 log = logging.getLogger("runbook.serve")
@@ -273,7 +273,7 @@ class Supervisor:
     def _record(self, run_id: str) -> RunRecord | None:
         try:
             return self.store.load(run_id)
-        except (UnknownRun, RunbookError):
+        except RunbookError:
             return None
 
     def _ended(self, row: Row, code: int | None) -> None:
