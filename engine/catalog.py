@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine import routing
 from engine.errors import InvalidRunbook, Problem
 from engine.library import Library
 from engine.loader import load_file
@@ -117,18 +118,7 @@ def describe(runbook: Runbook) -> str:
 
 def graph(runbook: Runbook, fmt: str) -> str:
     """The step graph in mermaid or dot."""
-    from engine.validate import END, successors
-
-    edges: list[tuple[str, str, str]] = []
-    for step in runbook.steps:
-        if isinstance(step, DecideStep):
-            edges += [(step.id, b.goto, b.condition or "else") for b in step.branches]
-        elif not isinstance(step, EndStep):
-            edges.append((step.id, successors(runbook, step)[0], ""))
-        if step.on_fail:
-            edges.append((step.id, step.on_fail, "on_fail"))
-        if step.rollback:
-            edges.append((step.id, step.rollback, "rollback"))
+    edges = [(e.source, e.target, _label(e)) for e in routing.edges(runbook)]
     if fmt == "dot":
         out = [f'digraph "{runbook.name}" {{', "  rankdir=TB;"]
         for step in runbook.steps:
@@ -144,10 +134,24 @@ def graph(runbook: Runbook, fmt: str) -> str:
         text = f"{step.id}: {_what(step)}".replace('"', "'")
         opening, closing = {"decide": ('{"', '"}'), "end": ('(["', '"])')}.get(step.kind, ('["', '"]'))
         out.append(f"  {step.id}{opening}{text}{closing}")
-    if any(b == END for _, b, _ in edges):
-        out.append(f'  {END}(["end: SUCCESS"])')
+    if any(b == routing.END for _, b, _ in edges):
+        out.append(f'  {routing.END}(["end: SUCCESS"])')
     for a, b, label in edges:
         arrow = "-.->" if label in ("on_fail", "rollback") else "-->"
         text = label.replace('"', "'").replace("|", "/")
         out.append(f"  {a} {arrow}|{text}| {b}" if text else f"  {a} {arrow} {b}")
     return "\n".join(out)
+
+
+def graph_document(runbook: Runbook) -> dict[str, Any]:
+    """The step graph as data: nodes (id, kind, title) and edges (from, to, label) as in the mermaid/dot graph."""
+    edges = [{"from": e.source, "to": e.target, "label": _label(e)} for e in routing.edges(runbook)]
+    nodes = [{"id": step.id, "kind": step.kind, "title": step.title} for step in runbook.steps]
+    return {"runbook": runbook.name, "nodes": nodes, "edges": edges}
+
+
+def _label(edge: routing.Edge) -> str:
+    """What an edge says in a drawn graph: a branch's condition, `on_fail`, `rollback`, or nothing."""
+    if edge.route is routing.Route.BRANCH:
+        return edge.label
+    return str(edge.route) if edge.route in (routing.Route.ON_FAIL, routing.Route.ROLLBACK) else ""

@@ -362,28 +362,10 @@ def _graph(args: argparse.Namespace) -> int:
 
     runbook = _workspace(args).load(args.name)
     if args.output == "json":
-        _print_json(_graph_document(runbook))
+        _print_json(catalog.graph_document(runbook))
         return 0
     print(catalog.graph(runbook, args.format))
     return 0
-
-
-def _graph_document(runbook: Any) -> dict[str, Any]:
-    """The step graph as data: nodes (id, kind, title) and edges (from, to, label) as in the mermaid/dot graph."""
-    from engine.model import DecideStep, EndStep
-    from engine.validate import successors
-
-    edges: list[dict[str, str]] = []
-    for step in runbook.steps:
-        if isinstance(step, DecideStep):
-            edges += [{"from": step.id, "to": b.goto, "label": b.condition or "else"} for b in step.branches]
-        elif not isinstance(step, EndStep):
-            edges.append({"from": step.id, "to": successors(runbook, step)[0], "label": ""})
-        for field in ("on_fail", "rollback"):
-            if getattr(step, field):
-                edges.append({"from": step.id, "to": getattr(step, field), "label": field})
-    nodes = [{"id": step.id, "kind": step.kind, "title": getattr(step, "title", None)} for step in runbook.steps]
-    return {"runbook": runbook.name, "nodes": nodes, "edges": edges}
 
 
 # -- running -------------------------------------------------------------------

@@ -30,6 +30,7 @@ from engine.model import (
     WaitStep,
 )
 from engine.plugins import Action, Plan, Plugin, Registry, StepContext
+from engine.routing import following
 from engine.state import PlannedResult, RunState
 from engine.vocabulary import Outcome
 
@@ -253,7 +254,7 @@ class Interpreter:
         if result.status == "skipped":
             self.emit("step_started", step.id, records.step_started(step.kind, skipped=True), sync=False)
         if result.ok or result.status == "skipped":
-            nxt = result.goto or step.goto or self.rb.next_of(step)
+            nxt = result.goto or following(self.rb, step)
             if result.ok and step.rollback and self._mutating(step):
                 finished(nxt, rollback_push=step.rollback)
             else:

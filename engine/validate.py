@@ -32,6 +32,7 @@ from engine.model import (
     WaitStep,
 )
 from engine.plugins import Registry
+from engine.routing import END, successors
 from engine.schema import DURATION, DURATION_OR_TEMPLATE, KIND_KEYS, RUNBOOK_SCHEMA
 
 MAX_STEPS = 1000
@@ -39,7 +40,6 @@ ROOT_NAMES = {"params", "env", "run", "steps", "trigger", "now"}
 RUN_FIELDS = {"id", "mode", "runbook", "started_at", "operator"}
 STEP_VIEW_FIELDS = {"status", "ok", "result", "attempts", "duration_s", "error"}
 JINJA_GLOBALS = {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop", "true", "false", "none"}
-END = "__end__"
 
 
 def validate_document(
@@ -363,20 +363,6 @@ def _structure_problems(doc: Document) -> list[Problem]:
 
 
 # -- graph ------------------------------------------------------------------
-
-
-def successors(runbook: Runbook, step: Step) -> list[str]:
-    """Where control can go after `step` (END for falling off the last step)."""
-    if isinstance(step, EndStep):
-        return [runbook.next_of(step) or END] if step.when else []
-    out: list[str] = []
-    if isinstance(step, DecideStep):
-        out += [b.goto for b in step.branches]
-    else:
-        out.append(step.goto or runbook.next_of(step) or END)
-    if step.on_fail:
-        out.append(step.on_fail)
-    return out
 
 
 def _graph_problems(doc: Document, runbook: Runbook) -> list[Problem]:
