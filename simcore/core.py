@@ -184,6 +184,7 @@ class Core:
                 "audit_log_count": count,
                 "lock": ledger.read_lock(self.lay),
                 "faults": sorted(w.get("faults", {})),
+                "unreconciled_since_ms": w.get("unreconciled_since_ms"),
             }
         return out
 
@@ -628,6 +629,8 @@ class Core:
         if broker_ok:
             r = self._reconcile(w, c, False, "simcore", record=False)
             drift = list(r["drift"]) + [{"symbol": m, "missing": True} for m in r["missing_symbols"]]
+            with db.tx(w.conn):  # how long positions have stayed unreconciled (seed 003 §5 automatic kill switch)
+                w.set("unreconciled_since_ms", (w.get("unreconciled_since_ms") or now) if drift else None)
             if r["transition"]:
                 events.append(f"{r['transition']['safety_mode']} {r['transition']['reason_code']}")
         self._metrics_line(now, w, c)

@@ -24,7 +24,7 @@ SYSTEMS = {
     "rebalance": ("003_ee69a34aef19eb75.txt", {
         "pre-rebalance-checks", "post-open-reconciliation", "incident-immediate-actions", "monthly-rebalance-guard",
         "leave-safe-mode", "halt-review", "rebalance-job-missed", "rebalance-daily-checks", "rebalance-weekly-maintenance",
-        "rebalance-monthly-review", "rebalance-dr-drill"}),
+        "rebalance-monthly-review", "rebalance-dr-drill", "rebalance-kill-switch"}),
     "mlprod": ("004_f22c873665eea905.txt", {
         "loss-limit-breach", "morning-checklist", "slippage-spike", "emergency-rollback", "key-metrics",
         "evening-checklist", "model-drift", "recovery-after-rollback", "canary-progression", "batch-retrain-gates",
