@@ -68,37 +68,52 @@ def _plans(result: Any) -> list[dict[str, Any]]:
     return [item["plan"] for item in items if isinstance(item, dict) and isinstance(item.get("plan"), dict)]
 
 
-def recap(evidence_dir: Path) -> dict[str, int]:
-    """ok / changed / planned / skipped / failed: the final verdict of every step of a run, from its event log."""
-    from engine.evidence import read_events
+class _Recap:
+    """ok / changed / planned / skipped / failed, counted one record at a time."""
 
-    counts = {"ok": 0, "changed": 0, "planned": 0, "skipped": 0, "failed": 0}
-    mutates: dict[str, bool] = {}
-    for event in read_events(evidence_dir / "events.jsonl"):
+    def __init__(self) -> None:
+        self.counts = {"ok": 0, "changed": 0, "planned": 0, "skipped": 0, "failed": 0}
+        self.mutates: dict[str, bool] = {}
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Count one record of the log (records come in log order)."""
         data = event.get("data") or {}
         if event["type"] == "step_started":
-            mutates[event["step"]] = bool(data.get("mutates"))
-            continue
+            self.mutates[event["step"]] = bool(data.get("mutates"))
+            return
         if event["type"] != "step_finished" or not data.get("final", True) or "outcome" in data:
-            continue  # an item or retry, or an end step
+            return  # an item or retry, or an end step
         status = data.get("status")
-        if status == "ok" and mutates.get(event["step"]) and _changed(data.get("result")):
-            counts["changed"] += 1
-        elif status in counts:
-            counts[str(status)] += 1
-    return counts
+        if status == "ok" and self.mutates.get(event["step"]) and _changed(data.get("result")):
+            self.counts["changed"] += 1
+        elif status in self.counts:
+            self.counts[str(status)] += 1
+
+
+def recap(evidence_dir: Path) -> dict[str, int]:
+    """ok / changed / planned / skipped / failed: the final verdict of every step of a run, from its event log."""
+    from engine.evidence import iter_events
+
+    counted = _Recap()
+    for event in iter_events(evidence_dir / "events.jsonl"):
+        counted.add(event)
+    return counted.counts
 
 
 def run_story(evidence_dir: Path) -> dict[str, Any]:
-    """What a run's event log says beyond its outcome: the recap, the changes made, the rollbacks run, the open step."""
-    from engine.evidence import read_events
+    """What a run's event log says beyond its outcome: the recap, the changes made, the rollbacks run, the open step.
 
+    One pass over the log, one record held at a time."""
+    from engine.evidence import iter_events
+
+    counted = _Recap()
     changed: list[str] = []
     undone: dict[str, str] = {}  # rollback step -> the step whose change it undoes
     rollbacks: list[tuple[str, str, str | None]] = []  # (rollback step, status, error)
     started: dict[str, str] = {}  # step -> kind, for the steps started and not finished
     mutates: set[str] = set()
-    for event in read_events(evidence_dir / "events.jsonl"):
+    for event in iter_events(evidence_dir / "events.jsonl"):
+        counted.add(event)
         data = event.get("data") or {}
         step = event.get("step")
         if event["type"] == "step_started" and step:
@@ -114,7 +129,7 @@ def run_story(evidence_dir: Path) -> dict[str, Any]:
             if data.get("status") == "ok" and not data.get("rollback") and step in mutates \
                     and _changed(data.get("result")) and step not in changed:
                 changed.append(step)
-    return {"recap": recap(evidence_dir), "changed": changed, "undone": undone, "rollbacks": rollbacks,
+    return {"recap": counted.counts, "changed": changed, "undone": undone, "rollbacks": rollbacks,
             "open": list(started.items())}
 
 

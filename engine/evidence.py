@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,9 +77,10 @@ class EventLog:
         self.seq = 0
         self.prev = GENESIS
         if self.path.exists():
-            last = read_events(self.path)
-            if last:
-                self.seq, self.prev = last[-1]["seq"], last[-1]["hash"]
+            line, _ = _tail(self.path)
+            if line:
+                last = json.loads(line)
+                self.seq, self.prev = last["seq"], last["hash"]
         torn = _drop_torn_tail(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if torn:
@@ -125,31 +126,55 @@ class EventLog:
             self._fd = -1
 
 
+def _tail(path: Path) -> tuple[bytes, int]:
+    """The last complete line of a log (b"" if none) and the offset where the log's complete lines end,
+    read backwards from the end: reopening a log does not read it whole."""
+    with path.open("rb") as handle:
+        pos = handle.seek(0, os.SEEK_END)
+        buf = b""
+        while pos > 0:
+            size = min(1 << 16, pos)
+            pos -= size
+            handle.seek(pos)
+            buf = handle.read(size) + buf
+            end = buf.rfind(b"\n")
+            if end < 0:
+                continue
+            start = buf.rfind(b"\n", 0, end)
+            if start >= 0 or pos == 0:
+                return buf[start + 1:end + 1], pos + end + 1
+        return b"", 0
+
+
 def _drop_torn_tail(path: Path) -> dict[str, Any] | None:
     """Cut a partial last line (a crash mid-write) off the log; what was cut is returned as evidence."""
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:
         return None
     with path.open("rb+") as handle:
-        data = handle.read()
-        if not data or data.endswith(b"\n"):
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
             return None
-        keep = data.rfind(b"\n") + 1
+        _, keep = _tail(path)
+        handle.seek(keep)
+        tail = handle.read()
         handle.truncate(keep)
         handle.flush()
         os.fsync(handle.fileno())
-    tail = data[keep:]
     return {"bytes": len(tail), "sha256": hashlib.sha256(tail).hexdigest(), "offset": keep}
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Every complete record of an event log (a torn last line from a crash is ignored)."""
-    events = []
+def iter_events(path: Path) -> Iterator[dict[str, Any]]:
+    """Every complete record of an event log, one at a time (a torn last line from a crash is ignored)."""
     with path.open("rb") as handle:
         for line in handle:
             if not line.endswith(b"\n"):
                 break
-            events.append(json.loads(line))
-    return events
+            yield json.loads(line)
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every complete record of an event log, as a list (a torn last line from a crash is ignored)."""
+    return list(iter_events(path))
 
 
 # -- sealing and verification --------------------------------------------------------
@@ -204,13 +229,14 @@ def _record(body: bytes, full: bool) -> dict[str, Any]:
             "data": json.loads(body[8:at]) if kind in _READ else None}
 
 
-def scan_chain(path: Path, keep: bool = True) -> Chain:
+def scan_chain(path: Path, keep: bool = True, each: Callable[[dict[str, Any]], None] | None = None) -> Chain:
     """Check every record's hash, `prev` and `seq`; StateCorrupt naming the first broken line.
 
     A record's hash is the sha256 of its line as written minus the trailing
     `,"hash":"<hex>"` member, which is the record's canonical JSON without `hash`.
-    With `keep`, every record is parsed and kept in `events` (reports need them);
-    without, only what verification reads.
+    With `keep`, every record is parsed and kept in `events`; with `each`, every
+    record is parsed and given to it once checked, in order, and not kept (a report
+    built while the chain is checked); with neither, only what verification reads.
     """
     if not path.exists():
         raise StateCorrupt(f"{path}: missing event log")
@@ -218,6 +244,7 @@ def scan_chain(path: Path, keep: bool = True) -> Chain:
     prev, seq = GENESIS, 0
     sha256 = hashlib.sha256
     record: dict[str, Any] = {}
+    full = keep or each is not None
     key_at, key_end = -_SUFFIX, -_SUFFIX + len(_HASH_KEY)
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -228,7 +255,7 @@ def scan_chain(path: Path, keep: bool = True) -> Chain:
             body = line[:key_at] + b"}"
             claimed = line[key_end:-3].decode("ascii", errors="replace")
             try:
-                record = _record(body, keep)
+                record = _record(body, full)
             except ValueError:
                 raise StateCorrupt(f"{path}:{number}: not a valid event record") from None
             if sha256(body).hexdigest() != claimed:
@@ -243,6 +270,8 @@ def scan_chain(path: Path, keep: bool = True) -> Chain:
             prev, seq = claimed, seq + 1
             if keep:
                 chain.events.append(record)
+            if each is not None:
+                each(record)
             kind = record.get("type")
             if kind not in _READ:
                 continue

@@ -7,10 +7,11 @@ the signer's key id, so `evidence verify` re-renders them and notices an edit.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.evidence import EVENTS, read_events
+from engine.evidence import EVENTS, iter_events
 
 _MARK = {"ok": "ok", "failed": "FAILED", "skipped": "skipped", "planned": "planned"}
 _HIDDEN = ("stdout", "stderr")
@@ -36,80 +37,113 @@ def _facts(result: Any, limit: int = 300) -> str:
     return _value(", ".join(f"{k}={_json(v)}" for k, v in sorted(result.items()) if k not in _HIDDEN), limit)
 
 
-def account(fields: dict[str, Any], events: list[dict[str, Any]], signer: str | None) -> dict[str, Any]:
-    """What a reader needs, in reading order: the summary facts, then every detail (one model, two renderings)."""
-    kinds = {e["step"]: (e["data"] or {}).get("kind") for e in events if e["type"] == "step_started"}
-    finals = [e for e in events if e["type"] == "step_finished" and e["data"].get("final")]
-    finished = next((e for e in reversed(events) if e["type"] == "run_finished"), None)
-    failed = [{"step": e["step"], "error": e["data"].get("error") or "failed", "ts": e["ts"]}
-              for e in finals if e["data"].get("status") == "failed" and not e["data"].get("rollback")]
-    ended_at = next((e["step"] for e in reversed(finals) if e["data"].get("outcome")), None)
-    changed, diffs, rollbacks, checks = [], [], [], []
-    for event in finals:
-        data, step = event["data"], event["step"]
-        result = data.get("result") if isinstance(data.get("result"), dict) else {}
+class Account:
+    """The report's model built one record at a time, so a seal never holds the whole log: feed every record
+    in order to `add`, then `model` (the fields of the manifest are known only once the log is read)."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str | None, Any] = {}
+        self.prompts: dict[str | None, str] = {}
+        self.failed: list[dict[str, Any]] = []
+        self.changed: list[dict[str, Any]] = []
+        self.diffs: list[dict[str, Any]] = []
+        self.rollbacks: list[dict[str, Any]] = []
+        self.checks: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, Any]] = []
+        self.approvals: list[dict[str, Any]] = []
+        self.decisions: list[dict[str, Any]] = []
+        self.artifacts: list[dict[str, Any]] = []
+        self.timeline: list[dict[str, Any]] = []
+        self.ended_at: str | None = None
+        self.finished: dict[str, Any] | None = None
+        self.paused: dict[str, Any] | None = None
+        self.records = 0
+        self.last_hash = ""
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Take one record of the log (records come in log order)."""
+        kind, step = event["type"], event["step"]
+        data = event["data"] or {}
+        self.records += 1
+        self.last_hash = event["hash"]
+        self.timeline.append({"seq": event["seq"], "ts": event["ts"], "type": kind, "step": event.get("step") or "",
+                              "detail": _detail(event), "rollback": bool(data.get("rollback")) or kind == "rollback"})
+        if kind == "step_finished" and data.get("final"):
+            self._final(event, data)
+        elif kind == "step_started":
+            self.kinds[step] = data.get("kind")
+        elif kind == "run_finished":
+            self.finished = event
+        elif kind == "run_paused":
+            self.paused = event
+        elif kind == "decision":
+            self.decisions.append({"step": step, "taken": data.get("taken"), "goto": data.get("goto"),
+                                   "branches": [{"if": b.get("if"), "value": b.get("value", b.get("error")),
+                                                 "read": _value(b.get("read", {}), 400)}
+                                                for b in data.get("branches", [])]})
+        elif kind == "artifact":
+            self.artifacts.append(event["data"])
+        elif kind in ("approval", "approval_refused", "approval_requested"):
+            self.approvals.append({"ts": event["ts"], "type": kind, "step": step, "by": data.get("by"),
+                                   "decision": data.get("decision"), "note": data.get("note"), "via": data.get("via"),
+                                   "reason": data.get("reason"), "prompt": data.get("prompt") or self.prompts.get(step),
+                                   "approvers": data.get("approvers")})
+        if kind in ("approval_requested", "step_started") and data.get("prompt"):
+            self.prompts[step] = str(data["prompt"])
+
+    def _final(self, event: dict[str, Any], data: dict[str, Any]) -> None:
+        step = event["step"]
+        status = data.get("status")
+        if status == "failed" and not data.get("rollback"):
+            self.failed.append({"step": step, "error": data.get("error") or "failed", "ts": event["ts"]})
+        if data.get("outcome"):
+            self.ended_at = step
+        result: dict[str, Any] = data["result"] if isinstance(data.get("result"), dict) else {}
         plan = result.get("plan") if isinstance(result.get("plan"), dict) else None
         diff = (plan or {}).get("diff") or result.get("diff")
         if isinstance(diff, str) and diff:
-            diffs.append({"step": step, "path": (plan or result).get("path"), "diff": diff})
+            self.diffs.append({"step": step, "path": (plan or result).get("path"), "diff": diff})
         if data.get("rollback"):
-            rollbacks.append({"step": step, "status": data.get("status"), "error": data.get("error"), "ts": event["ts"],
-                              "what": _value(plan["summary"]) if plan else _facts(result)})
-        elif kinds.get(step) == "action" or data.get("mutates"):
+            self.rollbacks.append({"step": step, "status": status, "error": data.get("error"), "ts": event["ts"],
+                                   "what": _value(plan["summary"]) if plan else _facts(result)})
+        elif self.kinds.get(step) == "action" or data.get("mutates"):
             what = plan["summary"] if plan else (data.get("error") or _facts(result))
-            changed.append({"step": step, "status": data.get("status"), "what": what, "ts": event["ts"]})
-        elif kinds.get(step) in ("check", "wait"):
-            checks.append({"step": step, "status": data.get("status"), "error": data.get("error"),
-                           "observed": _value(_shown(data.get("result")), 400)})
-    approvals: list[dict[str, Any]] = []
+            self.changed.append({"step": step, "status": status, "what": what, "ts": event["ts"]})
+        elif self.kinds.get(step) in ("check", "wait"):
+            self.checks.append({"step": step, "status": status, "error": data.get("error"),
+                                "observed": _value(_shown(data.get("result")), 400)})
+        if status == "skipped":
+            self.skipped.append({"step": step, "why": _value(dict(data["result"].items())
+                                                             if isinstance(data.get("result"), dict) else "")})
+
+    def model(self, fields: dict[str, Any], signer: str | None) -> dict[str, Any]:
+        """What a reader needs, in reading order: the summary facts, then every detail (one model, two renderings)."""
+        if self.finished is not None:
+            why = ((self.finished["data"] or {}).get("message")
+                   or (f"reached end step '{self.ended_at}'" if self.ended_at else ""))
+        elif fields.get("status") == "paused":
+            why = (self.paused["data"] or {}).get("reason", "") if self.paused else ""
+        else:
+            why = "the run has not finished (interrupted); `runbook resume` continues it"
+        return {
+            "fields": fields, "outcome": fields.get("outcome"), "why": why,
+            "failed": [f for f in self.failed if str(f["error"]) not in why], "ended_at_step": self.ended_at,
+            "changed": self.changed, "rollbacks": self.rollbacks, "approvals": self.approvals, "checks": self.checks,
+            "decisions": self.decisions, "diffs": self.diffs, "skipped": self.skipped, "artifacts": self.artifacts,
+            "timeline": self.timeline, "records": self.records, "last_hash": self.last_hash, "signer": signer,
+            "params": json.dumps(fields.get("params"), indent=2, sort_keys=True, ensure_ascii=False, default=str),
+            "trigger": json.dumps(fields.get("trigger"), indent=2, sort_keys=True, ensure_ascii=False, default=str)
+            if fields.get("trigger") is not None else None,
+            "dry_run": fields.get("mode") == "dry-run",
+        }
+
+
+def account(fields: dict[str, Any], events: Iterable[dict[str, Any]], signer: str | None) -> dict[str, Any]:
+    """The report's model of `events` (see Account)."""
+    built = Account()
     for event in events:
-        if event["type"] not in ("approval_requested", "approval", "approval_refused"):
-            continue
-        data = event["data"] or {}
-        approvals.append({"ts": event["ts"], "type": event["type"], "step": event["step"],
-                          "by": data.get("by"), "decision": data.get("decision"), "note": data.get("note"),
-                          "via": data.get("via"), "reason": data.get("reason"),
-                          "prompt": data.get("prompt") or _prompt_of(events, event["step"], event["seq"]),
-                          "approvers": data.get("approvers")})
-    decisions = [{"step": e["step"], "taken": e["data"].get("taken"), "goto": e["data"].get("goto"),
-                  "branches": [{"if": b.get("if"), "value": b.get("value", b.get("error")), "read": _value(b.get("read", {}), 400)}
-                               for b in e["data"].get("branches", [])]}
-                 for e in events if e["type"] == "decision"]
-    skipped = [{"step": e["step"], "why": _value({k: v for k, v in (e["data"].get("result") or {}).items()}
-                                                 if isinstance(e["data"].get("result"), dict) else "")}
-               for e in finals if e["data"].get("status") == "skipped"]
-    artifacts = [e["data"] for e in events if e["type"] == "artifact"]
-    timeline = [{"seq": e["seq"], "ts": e["ts"], "type": e["type"], "step": e.get("step") or "", "detail": _detail(e),
-                 "rollback": bool((e.get("data") or {}).get("rollback")) or e["type"] == "rollback"} for e in events]
-    outcome = fields.get("outcome")
-    if finished is not None:
-        why = (finished["data"] or {}).get("message") or (f"reached end step '{ended_at}'" if ended_at else "")
-    elif fields.get("status") == "paused":
-        paused = next((e for e in reversed(events) if e["type"] == "run_paused"), None)
-        why = (paused["data"] or {}).get("reason", "") if paused else ""
-    else:
-        why = "the run has not finished (interrupted); `runbook resume` continues it"
-    failed = [f for f in failed if str(f["error"]) not in why]
-    return {
-        "fields": fields, "outcome": outcome, "why": why, "failed": failed, "ended_at_step": ended_at,
-        "changed": changed, "rollbacks": rollbacks, "approvals": approvals, "checks": checks, "decisions": decisions,
-        "diffs": diffs, "skipped": skipped, "artifacts": artifacts, "timeline": timeline,
-        "records": len(events), "last_hash": events[-1]["hash"] if events else "", "signer": signer,
-        "params": json.dumps(fields.get("params"), indent=2, sort_keys=True, ensure_ascii=False, default=str),
-        "trigger": json.dumps(fields.get("trigger"), indent=2, sort_keys=True, ensure_ascii=False, default=str)
-        if fields.get("trigger") is not None else None,
-        "dry_run": fields.get("mode") == "dry-run",
-    }
-
-
-def _prompt_of(events: list[dict[str, Any]], step: str | None, before: int) -> str | None:
-    """The prompt an approver of `step` was shown (the latest request or step start before `before`)."""
-    for event in reversed(events):
-        if event["seq"] < before and event["step"] == step and event["type"] in ("approval_requested", "step_started"):
-            prompt = (event["data"] or {}).get("prompt")
-            if prompt:
-                return str(prompt)
-    return None
+        built.add(event)
+    return built.model(fields, signer)
 
 
 def _verification_line(model: dict[str, Any]) -> str:
@@ -120,15 +154,16 @@ def _verification_line(model: dict[str, Any]) -> str:
             f"sha256 by the bundle_sealed record that follows; {signed}")
 
 
-def render_markdown(directory: Path, fields: dict[str, Any], events: list[dict[str, Any]] | None = None,
+def render_markdown(directory: Path, fields: dict[str, Any], events: Iterable[dict[str, Any]] | None = None,
                     signer: str | None = None) -> str:
     """The Markdown report of the bundle in `directory` (for tickets; same content as report.html)."""
-    return _markdown(account(fields, events if events is not None else read_events(directory / EVENTS), signer))
+    return _markdown(account(fields, events if events is not None else iter_events(directory / EVENTS), signer))
 
 
-def render_reports(fields: dict[str, Any], events: list[dict[str, Any]], signer: str | None) -> tuple[str, str]:
-    """report.md and report.html of the same events, the model built once."""
-    model = account(fields, events, signer)
+def render_reports(fields: dict[str, Any], events: Iterable[dict[str, Any]] | Account,
+                   signer: str | None) -> tuple[str, str]:
+    """report.md and report.html of the same events (or of an Account already fed them), the model built once."""
+    model = events.model(fields, signer) if isinstance(events, Account) else account(fields, events, signer)
     return _markdown(model), _html(model)
 
 
@@ -238,10 +273,10 @@ def _detail(event: dict[str, Any]) -> str:
     return _value(data)
 
 
-def render_html(directory: Path, fields: dict[str, Any], events: list[dict[str, Any]] | None = None,
+def render_html(directory: Path, fields: dict[str, Any], events: Iterable[dict[str, Any]] | None = None,
                 signer: str | None = None) -> str:
     """report.html: a self-contained page (inline CSS, no scripts, no external assets) with the summary first."""
-    return _html(account(fields, events if events is not None else read_events(directory / EVENTS), signer))
+    return _html(account(fields, events if events is not None else iter_events(directory / EVENTS), signer))
 
 
 def _template_cache() -> Any:
@@ -288,7 +323,15 @@ def bundle_report(directory: Path, fmt: str = "md") -> str:
     from engine.attestation import signer_of
     from engine.evidence import SEALED, manifest_fields, scan_chain
 
-    chain = scan_chain(directory / EVENTS)
-    render = render_html if fmt == "html" else render_markdown
-    events = chain.events[:-1] if chain.events and chain.events[-1]["type"] == SEALED else chain.events
-    return render(directory, manifest_fields(chain), events, signer_of(directory))
+    built, held = Account(), list[dict[str, Any]]()
+
+    def feed(record: dict[str, Any]) -> None:
+        if held:
+            built.add(held.pop())
+        held.append(record)
+
+    chain = scan_chain(directory / EVENTS, keep=False, each=feed)
+    if held and held[0]["type"] != SEALED:
+        built.add(held[0])
+    model = built.model(manifest_fields(chain), signer_of(directory))
+    return _html(model) if fmt == "html" else _markdown(model)

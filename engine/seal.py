@@ -58,9 +58,10 @@ def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> di
     then append the manifest's sha256 to the run ledger. Returns the manifest (its last_event_hash is the seal's)."""
     from engine import attestation, ledger
     from engine.keys import key_id, load_private
-    from engine.report import render_reports
+    from engine.report import Account, render_reports
 
-    chain = scan_chain(directory / EVENTS)
+    built = Account()
+    chain = scan_chain(directory / EVENTS, keep=False, each=built.add)
     if chain.last_hash != last_hash or chain.count != seq:
         raise StateCorrupt(f"{directory / EVENTS}: ends at seq {chain.count}, but the run wrote up to seq {seq}")
     key = load_private(config.signing_key) if config.signing_key else None
@@ -68,14 +69,15 @@ def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> di
         _warn_legacy_key(config)
     signer = key_id(key.public_key()) if key is not None else None
     fields = manifest_fields(chain)
-    markdown, page = render_reports(fields, chain.events, signer)
+    markdown, page = render_reports(fields, built, signer)
+    del built
     reports = {REPORT: _write(directory / REPORT, markdown), REPORT_HTML: _write(directory / REPORT_HTML, page)}
     log = EventLog(directory, Redactor())
     try:
-        chain.events.append(log.record(SEALED, None, {"reports": reports, "signer": signer}))
+        sealed = log.record(SEALED, None, {"reports": reports, "signer": signer})
     finally:
         log.close()
-    chain.last_hash, chain.count = chain.events[-1]["hash"], chain.count + 1
+    chain.last_hash, chain.count, chain.last = sealed["hash"], chain.count + 1, sealed
     stale = directory / attestation.ATTESTATION
     if stale.exists():
         stale.unlink()
