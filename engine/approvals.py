@@ -31,6 +31,7 @@ from typing import Any
 from engine.errors import ApprovalRefused, StateCorrupt
 from engine.model import ApproveStep
 from engine.runs import atomic_write_json
+from engine.vocabulary import RunStatus
 
 COUNTED_FIELDS = ("decision", "by", "note", "via", "plan_sha256", "plans", "rebind", "signature", "key_id")
 EXTRA_FIELDS = ("plan_sha256", "plans", "rebind", "signature", "key_id")
@@ -250,7 +251,7 @@ def approve(ws: Any, run_id: str, step_id: str, by: str, note: str | None, deny:
     """
     box = ApprovalBox.of(ws.config.state_dir, run_id)
     record, events = _record_and_events(ws, run_id, box)
-    if record.status == "finished":
+    if record.status == RunStatus.FINISHED:
         raise ApprovalRefused(f"run {run_id} already finished {record.outcome}; there is nothing to approve")
     runbook = ws.load(record.runbook_path)
     try:
@@ -321,7 +322,7 @@ def _take_into_log(ws: Any, run_id: str, box: ApprovalBox) -> None:
         return
     try:
         record = ws.store.load(run_id)
-        if record.status != "paused":
+        if record.status != RunStatus.PAUSED:
             return
         _events, _runbook, state = load_state(ws, record)
         entries = pending(box, state.approval_ids)

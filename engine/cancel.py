@@ -12,7 +12,7 @@ from engine.evidence import EventLog
 from engine.interpreter import Finish
 from engine.redact import Redactor
 from engine.session import Holding, ResumeBlocked, RunOptions, RunResult, Workspace, command_name
-from engine.vocabulary import Outcome
+from engine.vocabulary import Mode, Outcome, RunStatus
 
 
 def cancel(ws: Workspace, run_id: str, by: str, reason: str, rollback: bool = True) -> RunResult:
@@ -20,7 +20,7 @@ def cancel(ws: Workspace, run_id: str, by: str, reason: str, rollback: bool = Tr
 
     A finished run is a usage error (exit 2); a run that is driven right now exits 40.
     """
-    if ws.store.load(run_id).status == "finished":
+    if ws.store.load(run_id).status == RunStatus.FINISHED:
         raise UsageError(f"run {run_id} already finished {ws.store.load(run_id).outcome}; there is nothing to cancel")
     holding = Holding(driver=driver.take(ws.config.state_dir, run_id, command_name()))
     assert holding.driver is not None
@@ -35,7 +35,7 @@ def _cancel_driven(ws: Workspace, run_id: str, by: str, reason: str, rollback: b
     from engine.resume import load_state
 
     record = ws.store.load(run_id)
-    if record.status == "finished":
+    if record.status == RunStatus.FINISHED:
         raise UsageError(f"run {run_id} already finished {record.outcome}; there is nothing to cancel")
     events, runbook, state = load_state(ws, record)
     if state.rollback_stack and rollback and runbook is None:
@@ -49,9 +49,9 @@ def _cancel_driven(ws: Workspace, run_id: str, by: str, reason: str, rollback: b
     flight = state.in_flight if in_doubt.needs_resolving(state.in_flight) else None
     state.apply(log.record("cancelled", None, records.cancelled(by, reason, rollback=rollback,
                                                                 in_doubt_step=flight["step"] if flight else None)))
-    record.status, record.pid, record.host = "running", os.getpid(), socket.gethostname()
+    record.status, record.pid, record.host = RunStatus.RUNNING, os.getpid(), socket.gethostname()
     ws.store.save(record)
-    if runbook is not None and runbook.lock and record.mode == "live":
+    if runbook is not None and runbook.lock and record.mode == Mode.LIVE:
         payload = locks.read_payload(ws.config.state_dir / "locks" / f"{runbook.lock.name}.lock")
         if payload and payload.get("run_id") == run_id and int(payload.get("active") or 0):
             options = RunOptions(mode=record.mode, operator=by, reason=f"cancel: {reason}")
@@ -59,7 +59,7 @@ def _cancel_driven(ws: Workspace, run_id: str, by: str, reason: str, rollback: b
                 holding.lock = ws.take_lock(runbook, run_id, options, log, resuming=True)
             except ResumeBlocked:
                 holding.lock = None
-    if record.idempotency_key_sha256 and record.mode == "live":
+    if record.idempotency_key_sha256 and record.mode == Mode.LIVE:
         holding.claim = idempotency.held_by(ws.config.state_dir, run_id, record.idempotency_key_sha256)
     message = f"cancelled by {by}: {reason}"
     if flight:

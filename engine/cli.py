@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.errors import InvalidRunbook, RunbookError, UsageError
 from engine.redact import mask
+from engine.vocabulary import Mode, RunStatus
 
 DESCRIPTION = """Declarative runbooks for trading operations.
 
@@ -411,7 +412,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--assume: no step '{unknown[0]}' in {runbook.name}")
     file_values = load_params_file(args.params_file) if args.params_file else {}
     params = resolve_params(runbook, file_values, parse_assignments(args.param))
-    options = RunOptions(mode="dry-run" if args.dry_run else "live", operator=args.operator or "",
+    options = RunOptions(mode=Mode.DRY_RUN if args.dry_run else Mode.LIVE, operator=args.operator or "",
                          interactive=interactive, step_mode=args.step, assume=assume, force=args.force,
                          force_lock_break=args.force_lock_break, reason=args.reason)
     signals.install()
@@ -610,7 +611,7 @@ def _status(args: argparse.Namespace) -> int:
             print(f"waiting:   interrupted by {waiting.get('signal', 'a signal')}; continue with: runbook resume {record.run_id}")
         else:
             print(f"waiting:   {json.dumps(waiting, default=str)}; runbook resume {record.run_id}")
-    elif status == "interrupted":
+    elif status == RunStatus.INTERRUPTED:
         print(f"           the process is gone; continue with: runbook resume {record.run_id}")
     from engine.approvals import ApprovalBox
 
@@ -620,7 +621,7 @@ def _status(args: argparse.Namespace) -> int:
         bound = f", plans {str(entry['plan_sha256'])[:12]}" if entry.get("plan_sha256") else ""
         print(f"approval:  step '{entry['step']}' {verdict} by {entry['by']} via {entry['via']} at {entry['at']}"
               f"{signed}{bound}")
-    if record.status != "finished":
+    if record.status != RunStatus.FINISHED:
         print(f"           or end it: runbook cancel {record.run_id} --by NAME --reason TEXT")
     return 0
 

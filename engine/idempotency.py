@@ -24,6 +24,7 @@ from engine.runs import (
     process_alive,
     read_json_object,
 )
+from engine.vocabulary import Outcome, RunStatus
 
 HELD = "HELD"
 
@@ -77,8 +78,8 @@ def _holder_state(store: RunStore, previous: dict[str, Any]) -> str:
         record = store.load(str(previous.get("run_id")))
     except UnknownRun:
         return "unfinished" if process_alive(int(previous.get("pid") or 0)) else "free"
-    if record.status == "finished":
-        return "success" if record.outcome == "SUCCESS" else "free"
+    if record.status == RunStatus.FINISHED:
+        return "success" if record.outcome == Outcome.SUCCESS else "free"
     return "unfinished"
 
 
@@ -86,7 +87,7 @@ def _describe(store: RunStore, run_id: str) -> str:
     try:
         return effective_status(store.load(run_id))
     except UnknownRun:
-        return "running"
+        return RunStatus.RUNNING
 
 
 def claim(state_dir: Path, store: RunStore, key: str, run_id: str, force: bool, live: bool = True,

@@ -14,6 +14,7 @@ from engine.expressions import evaluate, render
 from engine.interpreter import Interpreter, Pause, StepResult
 from engine.model import ActionStep, CheckStep, Runbook
 from engine.state import RunState
+from engine.vocabulary import StepStatus
 
 CHOICES = ["rerun", "skip", "fail"]
 
@@ -84,13 +85,13 @@ def position_after(interp: Interpreter, runbook: Runbook, state: RunState, in_do
     choice, answer = resolve(interp, runbook, flight, in_doubt, by)
     if choice == "rerun":
         return step.id
-    status = {"done": "ok", "skip": "skipped", "fail": "failed"}[choice]
+    status = {"done": StepStatus.OK, "skip": StepStatus.SKIPPED, "fail": StepStatus.FAILED}[choice]
     outcome = StepResult(status, result={"in_doubt": choice, "verified": answer},
                          error="in doubt; the operator chose fail" if choice == "fail" else None,
                          attempts=flight.get("attempt") or 1)
     if flight.get("item") is not None:
         interp.emit("step_finished", step.id, records.step_finished(
-            status, ok=status == "ok", result=outcome.result, attempts=outcome.attempts, final=False,
+            status, ok=status == StepStatus.OK, result=outcome.result, attempts=outcome.attempts, final=False,
             item=flight["item"]))
         return step.id
     return interp.route(step, outcome)

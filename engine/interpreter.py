@@ -32,7 +32,7 @@ from engine.model import (
 from engine.plugins import Action, Plan, Plugin, Registry, StepContext
 from engine.routing import following
 from engine.state import PlannedResult, RunState
-from engine.vocabulary import Outcome
+from engine.vocabulary import Mode, Outcome, StepStatus
 
 MAX_ARTIFACT_CHARS = 10_000_000
 FAILURE_DEFAULTS = {"check": Outcome.BUSINESS_REJECT, "decide": Outcome.BUSINESS_REJECT, "approve": Outcome.BUSINESS_REJECT}
@@ -60,7 +60,7 @@ class Finish(Exception):
 class StepResult:
     """What one step did: its verdict, result, and where control goes next."""
 
-    status: str  # ok | failed | skipped | planned
+    status: StepStatus
     result: Any = None
     error: str | None = None
     attempts: int = 0
@@ -71,11 +71,11 @@ class StepResult:
     @property
     def ok(self) -> bool:
         """Planned and skipped steps do not fail routing."""
-        return self.status in ("ok", "planned")
+        return self.status in (StepStatus.OK, StepStatus.PLANNED)
 
     def view(self) -> dict[str, Any]:
         """`steps.ID` as templates see it."""
-        return {"status": self.status, "ok": self.status in ("ok", "planned"), "result": self.result,
+        return {"status": self.status, "ok": self.ok, "result": self.result,
                 "attempts": self.attempts, "duration_s": round(self.duration_s, 6), "error": self.error}
 
 
@@ -111,7 +111,7 @@ class Interpreter:
         self.assume = assume
         self.workdir = workdir
         self.secrets = secrets
-        self.dry = run["mode"] == "dry-run"
+        self.dry = run["mode"] == Mode.DRY_RUN
         from engine.validate import result_readers
 
         self.state = RunState(position=runbook.steps[0].id if runbook.steps else None, kept=result_readers(runbook))
@@ -153,7 +153,7 @@ class Interpreter:
                 signals.check()
                 step = self.rb.step(position)
                 if isinstance(step, EndStep) and step.when is not None and not self._holds(step.when):
-                    position = self.route(step, StepResult("skipped", extra={"when": step.when}))
+                    position = self.route(step, StepResult(StepStatus.SKIPPED, extra={"when": step.when}))
                     continue
                 if isinstance(step, EndStep):
                     self._record_end(step)
@@ -176,7 +176,7 @@ class Interpreter:
 
     def _record_end(self, step: EndStep) -> None:
         self.emit("step_started", step.id, records.step_started("end"), sync=False)
-        self.emit("step_finished", step.id, records.step_finished("ok", ok=True, outcome=step.outcome.value),
+        self.emit("step_finished", step.id, records.step_finished(StepStatus.OK, ok=True, outcome=step.outcome.value),
                   sync=False)
 
     def _message(self, step: Step) -> str:
@@ -194,27 +194,27 @@ class Interpreter:
             try:
                 go = bool(evaluate(step.when, self.scope()))
             except ExpressionError as exc:
-                return self.route(step, StepResult("failed", error=f"when: {exc}"))
+                return self.route(step, StepResult(StepStatus.FAILED, error=f"when: {exc}"))
             if not go:
-                return self.route(step, StepResult("skipped", extra={"when": step.when}))
+                return self.route(step, StepResult(StepStatus.SKIPPED, extra={"when": step.when}))
         if self.step_mode and self.interactive and not isinstance(step, ApproveStep):
             with signals.interruptible():
                 choice = reporter.ask_step(step, self._preview(step))
             self.emit("operator_choice", step.id, {"choice": choice})
             if choice == "skip":
-                return self.route(step, StepResult("skipped", extra={"operator": "skip"}))
+                return self.route(step, StepResult(StepStatus.SKIPPED, extra={"operator": "skip"}))
             if choice == "abort":
                 self.run_rollbacks()
                 raise Finish(Outcome.BUSINESS_REJECT, f"aborted by the operator at step '{step.id}'", step.id)
         try:
             step = self._concrete(step)
         except ExpressionError as exc:
-            return self.route(step, StepResult("failed", error=str(exc)))
+            return self.route(step, StepResult(StepStatus.FAILED, error=str(exc)))
         reporter.step_started(step)
         if step.id in self.assume and self.dry:
             assumed = self.assume[step.id]
             self.emit("step_started", step.id, records.step_started(step.kind, assumed=assumed), sync=False)
-            result = StepResult("planned" if assumed == "ok" else "failed", result={"assumed": assumed},
+            result = StepResult(StepStatus.PLANNED if assumed == "ok" else StepStatus.FAILED, result={"assumed": assumed},
                                 error=None if assumed == "ok" else "assumed to fail (--assume)")
         else:
             handler = {
@@ -251,9 +251,9 @@ class Interpreter:
                 duration_s=result.duration_s, next_step=next_step, **result.extra, **fields),
                 sync=self._durable(step))
 
-        if result.status == "skipped":
+        if result.status == StepStatus.SKIPPED:
             self.emit("step_started", step.id, records.step_started(step.kind, skipped=True), sync=False)
-        if result.ok or result.status == "skipped":
+        if result.ok or result.status == StepStatus.SKIPPED:
             nxt = result.goto or following(self.rb, step)
             if result.ok and step.rollback and self._mutating(step):
                 finished(nxt, rollback_push=step.rollback)
@@ -297,11 +297,11 @@ class Interpreter:
 
     def _rollback_step(self, step: Step) -> StepResult:
         if not isinstance(step, (CheckStep, ActionStep)):
-            return StepResult("failed", error=f"rollback target '{step.id}' is a {step.kind} step (expected check or action)")
+            return StepResult(StepStatus.FAILED, error=f"rollback target '{step.id}' is a {step.kind} step (expected check or action)")
         try:
             return self._plugin_step(self._concrete(step))
         except ExpressionError as exc:
-            return StepResult("failed", error=str(exc))
+            return StepResult(StepStatus.FAILED, error=str(exc))
 
     # -- check / action ------------------------------------------------------------
 
@@ -314,11 +314,11 @@ class Interpreter:
         try:
             items = evaluate(step.for_each, self.scope())
         except ExpressionError as exc:
-            return StepResult("failed", error=f"for_each: {exc}")
+            return StepResult(StepStatus.FAILED, error=f"for_each: {exc}")
         if not isinstance(items, (list, tuple)):
-            return StepResult("failed", error=f"for_each: expected a list, got {type(items).__name__}")
+            return StepResult(StepStatus.FAILED, error=f"for_each: expected a list, got {type(items).__name__}")
         results: list[Any] = list(self.state.items_done.get(step.id, []))
-        status = "ok"
+        status = StepStatus.OK
         error = None
         attempts = 0
         for index in range(len(results), len(items)):
@@ -329,24 +329,24 @@ class Interpreter:
                 duration_s=one.duration_s, final=False, item=index), sync=self._durable(step))
             results.append(one.result)
             if not one.ok:
-                status, error = "failed", f"item {index}: {one.error}"
+                status, error = StepStatus.FAILED, f"item {index}: {one.error}"
                 break
-            if one.status == "planned":
-                status = "planned"
+            if one.status == StepStatus.PLANNED:
+                status = StepStatus.PLANNED
         return StepResult(status, result=results, error=error, attempts=attempts,
                           duration_s=time.perf_counter() - started, extra={"items": len(items)})
 
     def _attempts(self, step: CheckStep | ActionStep, plugin: Any, item: Any, index: int | None) -> StepResult:
         total = max(1, step.retry.attempts)
         started = time.perf_counter()
-        result = StepResult("failed")
+        result = StepResult(StepStatus.FAILED)
         for attempt in range(1, total + 1):
             result = self._invoke(step, plugin, item, index, attempt)
             result.attempts = attempt
             if result.ok or attempt == total:
                 break
             self.emit("step_finished", step.id, records.step_finished(
-                "failed", ok=False, result=result.result, error=result.error, attempts=attempt,
+                StepStatus.FAILED, ok=False, result=result.result, error=result.error, attempts=attempt,
                 duration_s=result.duration_s, final=False, attempt=attempt, item=index, retrying=True),
                 sync=self._durable(step))
             with signals.interruptible():
@@ -363,7 +363,7 @@ class Interpreter:
             params = render(step.with_ or {}, scope)
             _check_rendered(plugin, step.with_ or {}, params)
         except ExpressionError as exc:
-            return StepResult("failed", error=f"with: {exc}")
+            return StepResult(StepStatus.FAILED, error=f"with: {exc}")
         ctx = self.context(step, attempt, index)
         if mutating:
             self._kill_switch_gate(step)
@@ -387,9 +387,9 @@ class Interpreter:
         except PluginError as exc:
             partial = exc.result or {}
             self._keep_artifacts(step, partial)
-            return StepResult("failed", result=partial or None, error=str(exc), duration_s=time.perf_counter() - begin)
+            return StepResult(StepStatus.FAILED, result=partial or None, error=str(exc), duration_s=time.perf_counter() - begin)
         except Exception as exc:  # noqa: BLE001 - a plugin bug fails its step, never the engine
-            return StepResult("failed", error=f"plugin '{step.plugin}' crashed: {type(exc).__name__}: {exc}",
+            return StepResult(StepStatus.FAILED, error=f"plugin '{step.plugin}' crashed: {type(exc).__name__}: {exc}",
                               duration_s=time.perf_counter() - begin)
         elapsed = time.perf_counter() - begin
         self._keep_artifacts(step, output)
@@ -398,17 +398,17 @@ class Interpreter:
     def _judge(self, step: Step, output: dict[str, Any], elapsed: float, extra: dict[str, Any]) -> StepResult:
         if step.expect is None:
             ok = bool(output.get("ok", True))
-            return StepResult("ok" if ok else "failed", result=output, duration_s=elapsed,
+            return StepResult(StepStatus.OK if ok else StepStatus.FAILED, result=output, duration_s=elapsed,
                               error=None if ok else "the plugin reported ok = false")
         scope = self.scope(result=output, **extra)
         try:
             passed = bool(evaluate(step.expect, scope))
         except ExpressionError as exc:
-            return StepResult("failed", result=output, error=f"expect: {exc}", duration_s=elapsed)
+            return StepResult(StepStatus.FAILED, result=output, error=f"expect: {exc}", duration_s=elapsed)
         if passed:
-            return StepResult("ok", result=output, duration_s=elapsed)
+            return StepResult(StepStatus.OK, result=output, duration_s=elapsed)
         observed = read_values(step.expect, scope)
-        return StepResult("failed", result=output, duration_s=elapsed,
+        return StepResult(StepStatus.FAILED, result=output, duration_s=elapsed,
                           error=f"expect `{step.expect}` was false (observed {_short(observed)})",
                           extra={"observed": observed})
 
@@ -423,8 +423,8 @@ class Interpreter:
             plan = Plan(f"run {getattr(step, 'plugin', step.kind)} (plan incomplete: {exc})",
                         {"params": params, "plan_error": str(exc)})
         except Exception as exc:  # noqa: BLE001
-            return StepResult("failed", error=f"plugin '{getattr(step, 'plugin', '')}' crashed while planning: {type(exc).__name__}: {exc}")
-        return StepResult("planned", result=PlannedResult(step.id, {"planned": True, "plan": {"summary": plan.summary, **dict(plan.details)}}))
+            return StepResult(StepStatus.FAILED, error=f"plugin '{getattr(step, 'plugin', '')}' crashed while planning: {type(exc).__name__}: {exc}")
+        return StepResult(StepStatus.PLANNED, result=PlannedResult(step.id, {"planned": True, "plan": {"summary": plan.summary, **dict(plan.details)}}))
 
     def _keep_artifacts(self, step: Step, output: Mapping[str, Any]) -> None:
         for name in ("stdout", "stderr"):
@@ -454,7 +454,7 @@ class Interpreter:
             self.emit("kill_switch", step.id, {"path": str(path), "content": content, "safe_in_halt": step.safe_in_halt})
         if not step.safe_in_halt:
             self.emit("step_finished", step.id, records.step_finished(
-                "failed", ok=False, error="kill switch engaged", unhandled=Outcome.ANOMALY_HALT.value))
+                StepStatus.FAILED, ok=False, error="kill switch engaged", unhandled=Outcome.ANOMALY_HALT.value))
             raise Finish(Outcome.ANOMALY_HALT, f"kill switch engaged ({path}): step '{step.id}' not run", step.id)
 
     # -- decide -------------------------------------------------------------------
@@ -467,20 +467,20 @@ class Interpreter:
         for branch in step.branches:
             if branch.condition is None:
                 self.emit("decision", step.id, {"branches": evaluated, "taken": "else", "goto": branch.goto}, sync=False)
-                return StepResult("ok", result={"branch": "else", "goto": branch.goto}, goto=branch.goto)
+                return StepResult(StepStatus.OK, result={"branch": "else", "goto": branch.goto}, goto=branch.goto)
             try:
                 value = bool(evaluate(branch.condition, scope))
             except ExpressionError as exc:
                 evaluated.append({"if": branch.condition, "error": str(exc)})
                 self.emit("decision", step.id, {"branches": evaluated, "taken": None}, sync=False)
-                return StepResult("failed", error=f"decide: {exc}")
+                return StepResult(StepStatus.FAILED, error=f"decide: {exc}")
             evaluated.append({"if": branch.condition, "value": value, "read": read_values(branch.condition, scope)})
             if value:
                 self.emit("decision", step.id, {"branches": evaluated, "taken": branch.condition,
                                                       "goto": branch.goto}, sync=False)
-                return StepResult("ok", result={"branch": branch.condition, "goto": branch.goto}, goto=branch.goto)
+                return StepResult(StepStatus.OK, result={"branch": branch.condition, "goto": branch.goto}, goto=branch.goto)
         self.emit("decision", step.id, {"branches": evaluated, "taken": None}, sync=False)
-        return StepResult("failed", error="no decide branch was true and there is no else")
+        return StepResult(StepStatus.FAILED, error="no decide branch was true and there is no else")
 
     # -- approve -------------------------------------------------------------------
 
@@ -489,7 +489,7 @@ class Interpreter:
         try:
             prompt = str(render(step.prompt, self.scope()))
         except ExpressionError as exc:
-            return StepResult("failed", error=f"prompt: {exc}")
+            return StepResult(StepStatus.FAILED, error=f"prompt: {exc}")
         request: dict[str, Any] = {"prompt": prompt, "approvers": list(step.approvers), "four_eyes": step.four_eyes}
         self.emit("step_started", step.id, records.step_started("approve", **request), sync=False)
         bound: dict[str, Any] = {}
@@ -500,7 +500,7 @@ class Interpreter:
             bound = {"plans": plans, "plan_sha256": plans_sha256(plans)}
         if self.dry:
             self.emit("approval", step.id, {"decision": "would ask", **request, **bound})
-            return StepResult("planned", result={"would_ask": prompt, **bound})
+            return StepResult(StepStatus.PLANNED, result={"would_ask": prompt, **bound})
         decision = self.state.approvals.get(step.id)
         if decision is None and self.interactive:
             decision = self._ask_approval(step, prompt, bound)
@@ -512,8 +512,8 @@ class Interpreter:
         if decision.get("plan_sha256"):
             result["plan_sha256"] = decision["plan_sha256"]
         if decision["decision"] == "approved":
-            return StepResult("ok", result=result)
-        return StepResult("failed", result=result, error=f"denied by {decision['by']}")
+            return StepResult(StepStatus.OK, result=result)
+        return StepResult(StepStatus.FAILED, result=result, error=f"denied by {decision['by']}")
 
     def _ask_approval(self, step: ApproveStep, prompt: str, bound: dict[str, Any]) -> dict[str, Any] | None:
         """The answer given at the terminal, recorded; None when the run is to pause (refused, paused, input closed)."""
@@ -612,7 +612,7 @@ class Interpreter:
         now = self._plain(self._plan_now(step, None, index, params))
         if plans_sha256(now) == plans_sha256(approved):
             if bound.get("decision") == "denied":
-                return StepResult("failed", error=f"the plan of step '{step.id}' was denied by {bound.get('by')}")
+                return StepResult(StepStatus.FAILED, error=f"the plan of step '{step.id}' was denied by {bound.get('by')}")
             return None
         binding = self.rb.step(bound["approval"])
         assert isinstance(binding, ApproveStep)
@@ -657,13 +657,13 @@ class Interpreter:
             self.svc.reporter.wait_polled(step, polls, read_values(step.until, self.scope(result=output)), deadline - time.monotonic())
             if satisfied:
                 self._keep_artifacts(step, output)
-                return StepResult("ok", result={**output, "polls": polls}, duration_s=time.perf_counter() - begin)
+                return StepResult(StepStatus.OK, result={**output, "polls": polls}, duration_s=time.perf_counter() - begin)
             if self.dry:
-                return StepResult("planned", result={**output, "polls": polls,
+                return StepResult(StepStatus.PLANNED, result={**output, "polls": polls,
                                   "would_wait_s": step.wait_timeout_s}, duration_s=time.perf_counter() - begin)
             if time.monotonic() + step.every_s > deadline:
                 self._keep_artifacts(step, output)
-                return StepResult("failed", result={**output, "polls": polls}, duration_s=time.perf_counter() - begin,
+                return StepResult(StepStatus.FAILED, result={**output, "polls": polls}, duration_s=time.perf_counter() - begin,
                                   error=f"`{step.until}` still false after {polls} polls ({step.wait_timeout_s:g}s timeout)")
             with signals.interruptible():
                 time.sleep(step.every_s)
@@ -677,7 +677,7 @@ class Interpreter:
         try:
             params = render(step.with_ or {}, self.scope())
         except ExpressionError as exc:
-            return StepResult("failed", error=f"with: {exc}")
+            return StepResult(StepStatus.FAILED, error=f"with: {exc}")
         begin = time.perf_counter()
         resumed = self.svc.resume_child(child_run_id) if child_run_id else None
         if resumed is not None:
@@ -693,9 +693,9 @@ class Interpreter:
         result = {"run_id": run_id, "outcome": outcome.value, "exit_code": outcome.exit_code, "message": message}
         if outcome is Outcome.PAUSED:
             raise Pause(f"sub-runbook '{step.runbook}' is paused", {"type": "call", "step": step.id, "child_run_id": run_id})
-        status = "ok" if outcome is Outcome.SUCCESS else "failed"
+        status = StepStatus.OK if outcome is Outcome.SUCCESS else StepStatus.FAILED
         return StepResult(status, result=result, duration_s=time.perf_counter() - begin,
-                          error=None if status == "ok" else f"sub-runbook {step.runbook} ended {outcome.value}: {message}")
+                          error=None if status == StepStatus.OK else f"sub-runbook {step.runbook} ended {outcome.value}: {message}")
 
     # -- operator mode -----------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import StateCorrupt, UsageError
+from engine.vocabulary import RunStatus
 
 LEDGER = "ledger.jsonl"
 GENESIS = "0" * 64
@@ -148,7 +149,7 @@ def audit(evidence_dir: Path, state_dir: Path, since: str | None = None,
             status = effective_status(store.load(run_id))
         except (UnknownRun, StateCorrupt):
             status = None
-        if status == "running":
+        if status == RunStatus.RUNNING:
             out.lines.append(f"skip {run_id}: running now; audit it once it is sealed")
             continue
         if run_id not in latest:

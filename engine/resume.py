@@ -25,7 +25,7 @@ from engine.session import (
     default_operator,
 )
 from engine.state import RunState
-from engine.vocabulary import Outcome
+from engine.vocabulary import Mode, Outcome, RunStatus
 
 if TYPE_CHECKING:
     from engine.approvals import ApprovalBox
@@ -57,7 +57,7 @@ def trusted_events(record: RunRecord, box: ApprovalBox) -> list[dict[str, Any]]:
     if not events or events[0]["type"] != "run_started":
         raise StateCorrupt(f"{events_path}: run {record.run_id} never recorded its start, so nothing of it ran; "
                            "start a new run")
-    sealed = record.status != "running"
+    sealed = record.status != RunStatus.RUNNING
     unsealed_tail = False
     if record.last_event_hash:
         at = next((n for n, e in enumerate(events) if e["hash"] == record.last_event_hash), None)
@@ -152,7 +152,7 @@ def _resume_driven(ws: Workspace, record: RunRecord, options: RunOptions, holdin
     run = dict(started.get("run") or {"id": run_id, "mode": record.mode, "runbook": record.runbook,
                                       "started_at": record.started_at, "operator": record.operator})
     previous_status, previous_waiting = record.status, record.waiting_for
-    record.status, record.pid, record.host = "running", os.getpid(), socket.gethostname()
+    record.status, record.pid, record.host = RunStatus.RUNNING, os.getpid(), socket.gethostname()
     record.waiting_for = None
     ws.store.save(record)
     by = options.operator or default_operator()
@@ -181,7 +181,7 @@ def _resume_driven(ws: Workspace, record: RunRecord, options: RunOptions, holdin
                                previous_waiting)
             ws.reporter.run_finished(result)
             return result
-    if record.idempotency_key and record.mode == "live":
+    if record.idempotency_key and record.mode == Mode.LIVE:
         key = idempotency.render_key(runbook, params, run, env, trigger)
         holding.claim = idempotency.reclaim(ws.config.state_dir, ws.store, key, run_id, redact=log.redactor.text)
 
@@ -204,8 +204,8 @@ def _already_finished(ws: Workspace, record: RunRecord, state: RunState) -> RunR
     assert state.finished is not None
     outcome = Outcome(state.finished["outcome"])
     directory = Path(record.evidence_dir)
-    if record.status != "finished":
-        record.status, record.outcome, record.exit_code = "finished", outcome.value, outcome.exit_code
+    if record.status != RunStatus.FINISHED:
+        record.status, record.outcome, record.exit_code = RunStatus.FINISHED, outcome.value, outcome.exit_code
         record.ended_at, record.waiting_for = record.ended_at or utc_now(), None
         ws.seal(record, EventLog(directory, Redactor()))
         ws.reporter.message(f"run {record.run_id} had finished {outcome.value} before its process ended; bundle sealed")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import StateCorrupt, UnknownRun
+from engine.vocabulary import RunStatus
 
 
 @dataclass
@@ -28,7 +29,7 @@ class RunRecord:
     params: dict[str, Any]
     evidence_dir: str
     started_at: str
-    status: str = "running"  # running | paused | finished
+    status: str = RunStatus.RUNNING  # a RunStatus (never INTERRUPTED); plain text when read back
     outcome: str | None = None
     exit_code: int | None = None
     ended_at: str | None = None
@@ -129,6 +130,6 @@ def process_alive(pid: int) -> bool:
 
 def effective_status(record: RunRecord) -> str:
     """`running`, `paused`, `finished`, or `interrupted` (running but its process is gone)."""
-    if record.status == "running" and record.host == socket.gethostname() and not process_alive(record.pid):
-        return "interrupted"
+    if record.status == RunStatus.RUNNING and record.host == socket.gethostname() and not process_alive(record.pid):
+        return RunStatus.INTERRUPTED
     return record.status

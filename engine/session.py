@@ -30,7 +30,7 @@ from engine.model import Runbook, Step
 from engine.plugins import Registry, load_registry
 from engine.redact import Redactor
 from engine.runs import RunRecord, RunStore, new_run_id
-from engine.vocabulary import Outcome
+from engine.vocabulary import Mode, Outcome, RunStatus
 
 VALIDATION_RULES = 2  # bump when validation gets stricter: files proven valid before are checked again
 
@@ -39,7 +39,7 @@ VALIDATION_RULES = 2  # bump when validation gets stricter: files proven valid b
 class RunOptions:
     """How a run is executed (from the command line)."""
 
-    mode: str = "live"
+    mode: str = Mode.LIVE  # a Mode; plain text when it comes from a run record
     operator: str = ""
     interactive: bool = False
     step_mode: bool = False
@@ -60,7 +60,7 @@ class RunResult:
     outcome: Outcome
     message: str
     evidence_dir: Path
-    mode: str = "live"
+    mode: str = Mode.LIVE  # a Mode; plain text when it comes from a run record
     waiting_for: dict[str, Any] | None = None
 
     @property
@@ -213,7 +213,7 @@ class Workspace:
         def body() -> tuple[Outcome, str]:
             if key is not None:
                 holding.claim = idempotency.claim(self.config.state_dir, self.store, key, run_id, options.force,
-                                                  live=options.mode == "live", redact=redactor.text)
+                                                  live=options.mode == Mode.LIVE, redact=redactor.text)
                 log.record("idempotency", None, {"key": redactor.text(key), **holding.claim.evidence})
                 if holding.claim.skip:
                     raise Finish(Outcome.BUSINESS_SKIP, holding.claim.message)
@@ -257,7 +257,7 @@ class Workspace:
             from engine import idempotency
 
             claim = holding.claim
-            if claim is not None and not claim.skip and run["mode"] == "live":
+            if claim is not None and not claim.skip and run["mode"] == Mode.LIVE:
                 holder = idempotency.holder(claim)
                 if holder != run["id"]:
                     raise Finish(Outcome.BUSINESS_SKIP, f"idempotency key is now held by run {holder}; step "
@@ -290,7 +290,7 @@ class Workspace:
 
         assert runbook.lock is not None
         lock_dir = self.config.state_dir / "locks"
-        if options.mode == "dry-run":
+        if options.mode == Mode.DRY_RUN:
             payload = locks.read_payload(lock_dir / f"{runbook.lock.name}.lock")
             state = locks.assess(payload, runbook.lock.ttl_s)
             log.record("lock", None, {"name": runbook.lock.name, "action": "would acquire", "state": state, "holder": payload})
@@ -338,7 +338,7 @@ class Workspace:
         if holding.claim is not None and not holding.claim.skip:
             idempotency.settle(self.config.state_dir, holding.claim, outcome.value)
         holding.record(log, "run_finished", None, records.run_finished(outcome.value, outcome.exit_code, message))
-        record.status, record.outcome, record.exit_code = "finished", outcome.value, outcome.exit_code
+        record.status, record.outcome, record.exit_code = RunStatus.FINISHED, outcome.value, outcome.exit_code
         record.ended_at, record.waiting_for = utc_now(), None
         self._seal(record, log)
         result = RunResult(record.run_id, record.runbook, outcome, message, Path(record.evidence_dir), record.mode)
@@ -352,7 +352,7 @@ class Workspace:
             log.record("lock", None, {"name": holding.lock.path.stem, "action": "released (paused)"})
         reason = log.redactor.text(str(pause))
         log.record("run_paused", pause.waiting_for.get("step"), {"reason": reason, "waiting_for": pause.waiting_for})
-        record.status, record.outcome, record.exit_code = "paused", Outcome.PAUSED.value, Outcome.PAUSED.exit_code
+        record.status, record.outcome, record.exit_code = RunStatus.PAUSED, Outcome.PAUSED.value, Outcome.PAUSED.exit_code
         record.waiting_for = log.redactor.data(pause.waiting_for)
         self._seal(record, log)
         result = RunResult(record.run_id, record.runbook, Outcome.PAUSED, reason, Path(record.evidence_dir),

@@ -25,7 +25,7 @@ from engine.serve.intake import GroupCommit, Intake, IntakeError
 from engine.serve.metrics import Metrics
 from engine.serve.rules import ServeSettings
 from engine.serve.supervisor import Supervisor
-from engine.vocabulary import Outcome
+from engine.vocabulary import Outcome, RunStatus
 
 MAX_BODY = 1024 * 1024
 log = logging.getLogger("runbook.serve")
@@ -57,7 +57,7 @@ class Server:
 
     def _approvals_waiting(self) -> int:
         return sum(1 for r in self.workspace.store.all()
-                   if r.status == "paused" and (r.waiting_for or {}).get("type") == "approval")
+                   if r.status == RunStatus.PAUSED and (r.waiting_for or {}).get("type") == "approval")
 
     def _breakers(self) -> dict[str, bool]:
         return {r.name: self.inbox.breaker_open(r) for r in self.settings.rules if r.breaker is not None}

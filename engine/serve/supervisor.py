@@ -32,7 +32,7 @@ from engine.errors import RunbookError
 from engine.runs import RunRecord, RunStore, atomic_write_json, process_alive
 from engine.serve.inbox import Inbox, Row
 from engine.serve.metrics import Metrics
-from engine.vocabulary import EXIT_CODES
+from engine.vocabulary import EXIT_CODES, Mode, RunStatus
 
 MAX_ATTEMPTS = 5
 log = logging.getLogger("runbook.serve")
@@ -171,7 +171,7 @@ class Supervisor:
         cmd = [*base, "run", row.runbook, "--no-input", "--operator", operator, "--run-id", row.run_id,
                "--trigger", json.dumps(row.trigger, default=str, separators=(",", ":")),
                "--params-file", str(params_file)]
-        return [*cmd, "--dry-run"] if row.mode == "dry-run" else cmd
+        return [*cmd, "--dry-run"] if row.mode == Mode.DRY_RUN else cmd
 
     def command(self, row: Row, kind: str) -> list[str]:
         """The equivalent command line of this event's run process."""
@@ -290,9 +290,9 @@ class Supervisor:
                                      note=f"`runbook run` exited {code} before the run started (see serve/logs)")
                 self.metrics.runs.labels(row.runbook, _OUTCOME_BY_CODE.get(code, "INTERNAL_ERROR")).inc()
             return
-        if record.status == "finished":
+        if record.status == RunStatus.FINISHED:
             self._done(row, record)
-        elif record.status == "paused":
+        elif record.status == RunStatus.PAUSED:
             waiting = (record.waiting_for or {}).get("type")
             if waiting == "interrupted" and retry_ok:
                 self.inbox.set_state(row.run_id, "resume", note="interrupted; serve resumes it")
@@ -321,9 +321,9 @@ class Supervisor:
         """Waiting runs that ended (or were resumed) by someone else: recorded as done."""
         for row in self.inbox.in_state("waiting"):
             record = self._record(row.run_id)
-            if record is not None and record.status == "finished":
+            if record is not None and record.status == RunStatus.FINISHED:
                 self._done(row, record)
-            elif record is not None and record.status == "paused" and _decided_since_pause(record):
+            elif record is not None and record.status == RunStatus.PAUSED and _decided_since_pause(record):
                 self.inbox.set_state(row.run_id, "resume", note="approval given; serve resumes it")
                 self.wake.set()
 
