@@ -5,7 +5,9 @@ acts block on a FIFO (`read x < gate.fifo`) that the test holds open read-write:
 blocks, and each line the test writes releases exactly one waiting `read` (a line written before the
 step reads is kept for it). Each mutating step appends its idempotency token (`RUN_ID:STEP:ATTEMPT`)
 to effects.txt first, so the test waits for that line (an event, not a delay) and counts executions.
-The races are repeated ROUNDS times each; a round's seeded jitter spreads the interleavings.
+The races are repeated ROUNDS times each; a round's seeded jitter spreads the interleavings. A sequence
+the FIFO makes deterministic (nothing races in it) runs once per variant of its flags: repeating it would
+replay the same interleaving.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def python(ws: Workspace, code: str, *args: str) -> None:
 # -- 1. resume of a live run ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("round_", range(ROUNDS))
+@pytest.mark.parametrize("round_", range(6))  # every (round % 2, round % 3) once
 def test_resume_of_a_live_run_exits_40_and_nothing_runs_twice(actors: Actors, round_: int) -> None:
     ws = actors.ws
     # the blocking step is first on even rounds (resume lands in the first step), second on odd ones
@@ -270,7 +272,7 @@ def test_approve_racing_resume_never_executes_twice(actors: Actors, round_: int)
 # -- 4. an idempotency key is held while its run is paused or interrupted ---------------------------
 
 
-@pytest.mark.parametrize("round_", range(ROUNDS))
+@pytest.mark.parametrize("round_", range(4))  # with and without --force, with and without rollbacks
 def test_key_is_held_while_paused_and_while_interrupted_until_cancel(actors: Actors, round_: int) -> None:
     ws = actors.ws
     runbook(ws, "keyed", shell("prep", MARK, rollback="undo") + GATE + shell("act", BLOCK) + ROLLBACKS, KEY)
