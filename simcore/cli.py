@@ -12,7 +12,7 @@ from typing import Any
 
 FAULT_NAMES = ("stale_lock", "live_lock", "anomaly", "state_corrupt", "data_gap", "stale_data",
                "reconcile_drift", "broker_down", "schema_mismatch", "retry_budget",
-               "backfill_window_exceeded", "loss_breach",
+               "backfill_window_exceeded", "loss_breach", "daily_bars_corrupt",
                # the seed 003 / 004 worlds (simcore.worlds)
                "rebalance_missed", "rebalance_missed_post_open", "provider_corrupt", "scheduler_stalled",
                "slippage_out_of_band", "model_drift", "slippage_spike", "canary_breach")
@@ -211,6 +211,30 @@ def cmd_failure_drill(a: argparse.Namespace) -> int:
     return _lines(failure_drill(a.trigger, Path(a.dir), a.seed))
 
 
+def cmd_datafeed(a: argparse.Namespace) -> int:
+    from . import datafeed
+
+    core = _core(a)
+    st = core.status()
+    if a.command == "data-refresh":
+        return _lines(datafeed.refresh(core.root, a.run_id, int(st["sim_now_ms"]), bool(st["feed_stalled"])))
+    return _lines(datafeed.validate(core.root, a.run_id, int(st["sim_now_ms"]), a.days))
+
+
+def cmd_trader(a: argparse.Namespace) -> int:
+    from . import trader
+
+    root = _root(a).resolve()
+    if a.trader_command == "run":
+        return trader.run_loop(root, a.interval, a.checkpoint_every)
+    calls = {
+        "start": lambda: trader.start(root, a.interval, a.checkpoint_every),
+        "stop": lambda: trader.stop(root, graceful=not a.kill),
+        "status": lambda: trader.status(root),
+    }
+    return _lines(calls[a.trader_command]())
+
+
 def _add_ops(add: Any) -> None:
     sp = add("failure-drill", cmd_failure_drill, "seed 002 failure trigger on a disposable core")
     sp.add_argument("--trigger", required=True)
@@ -253,6 +277,19 @@ def _add_ops(add: Any) -> None:
     sp.add_argument("--days", type=int)
     sp.add_argument("--date")
     add("key-metrics", cmd_ops("key-metrics"), "seed 004 §1.2 key metrics")
+    add("data-refresh", cmd_datafeed, "seed 001 refresh the data-source connectivity").add_argument(
+        "--run-id", required=True)
+    sp = add("validate-bars", cmd_datafeed, "seed 001 validate the latest daily bars of every active symbol")
+    sp.add_argument("--run-id", required=True)
+    sp.add_argument("--days", type=int, default=30)
+    sp = add("trader", cmd_trader, "the trading process (seed 001 DR drill): start, stop, status")
+    tr = sp.add_subparsers(dest="trader_command", required=True)
+    for name in ("start", "run"):
+        t = tr.add_parser(name)
+        t.add_argument("--interval", type=float, default=1.0, help="seconds between cycles")
+        t.add_argument("--checkpoint-every", type=int, default=5, help="persist the runtime state every N cycles")
+    tr.add_parser("stop").add_argument("--kill", action="store_true", help="SIGKILL: no final checkpoint")
+    tr.add_parser("status")
 
 
 # ------------------------------------------------------------------ parser

@@ -128,6 +128,29 @@ def _heal_gap(core: Core, undo: dict[str, Any]) -> Result:
     return {"filled_bars": len(filled) - len(bars)}
 
 
+def daily_bars_corrupt(core: Core) -> Result:
+    from . import datafeed
+
+    path = datafeed.daily_dir(core.root) / "BTCUSDT.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    original = lines[-5]
+    day, o, h, _low, c = original.split(",")
+    lines[-5] = ",".join([day, o, h, str(round(max(float(o), float(c)) * 1.05, 2)), c])  # low above the body
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _remember(core, "daily_bars_corrupt", {"line": original, "index": len(lines) - 5})
+    return {"symbol": "BTCUSDT", "date": day, "corrupted": "low above open/close"}
+
+
+def _heal_daily(core: Core, undo: dict[str, Any]) -> Result:
+    from . import datafeed
+
+    path = datafeed.daily_dir(core.root) / "BTCUSDT.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[int(undo["index"])] = str(undo["line"])
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"restored": str(undo["line"]).split(",")[0]}
+
+
 def stale_data(core: Core) -> Result:
     with core.session() as (w, _c), db.tx(w.conn):
         w.set("feed_stalled", True)
@@ -390,6 +413,7 @@ FAULTS: dict[str, Callable[[Core], Result]] = {
     "state_corrupt": state_corrupt,
     "data_gap": data_gap,
     "stale_data": stale_data,
+    "daily_bars_corrupt": daily_bars_corrupt,
     "reconcile_drift": reconcile_drift,
     "broker_down": _flag("broker_down", "broker_up", False),
     "schema_mismatch": schema_mismatch,
@@ -413,6 +437,7 @@ HEALS: dict[str, Callable[[Core, dict[str, Any]], Result]] = {
     "state_corrupt": _heal_state,
     "data_gap": _heal_gap,
     "stale_data": _heal_stale,
+    "daily_bars_corrupt": _heal_daily,
     "reconcile_drift": _heal_drift,
     "broker_down": _unflag("broker_up", True),
     "schema_mismatch": _heal_schema,

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from . import datafeed
 from .fsutil import (
     append_line,
     atomic_write_json,
@@ -159,6 +160,7 @@ def momentum(rows: list[dict[str, Any]], through: str, lookback: int) -> dict[st
 def init(root: Path, seed: int, now_ms: int, config_hash: str) -> None:
     """Write the 001, 002 (docs), 003 and 004 worlds of a fresh core."""
     _init_001(root, now_ms)
+    datafeed.write_history(root, seed, now_ms)
     _init_002(root, now_ms)
     _init_003(root, seed, now_ms, config_hash)
     _init_004(root, now_ms)
@@ -336,11 +338,13 @@ def observe(root: Path, now: int, status: dict[str, Any], drift: list[dict[str, 
     _append(root, "position_reconciliation_events.jsonl", _event(
         now, "position_reconciliation", status="mismatch" if bad else "ok", drift=drift or []))
     stale = 1 if status.get("feed_stalled") else 0
-    dq = {"errors": 0, "stale_warnings": stale, "critical_breaches": stale}
+    symbols = ["XAUUSD", "BTCUSDT"]
+    bars = datafeed.check_symbols(root, symbols, now, 30)
+    errors = sum(len(v["findings"]) for v in bars.values())
+    dq = {"errors": errors, "stale_warnings": stale, "critical_breaches": stale + (1 if errors else 0)}
     _append(root, "data_quality_events.jsonl", _event(now, "data_quality_cycle", **dq))
-    atomic_write_json(s / "data_quality_latest.json", {"ts": iso_utc(now), "ts_ms": now,
-                                                       "symbols": ["XAUUSD", "BTCUSDT"], **dq,
-                                                       "bars_validated": {"XAUUSD": 30, "BTCUSDT": 30}})
+    atomic_write_json(s / "data_quality_latest.json", {"ts": iso_utc(now), "ts_ms": now, "symbols": symbols, **dq,
+                                                       "bars_validated": {k: v["validated"] for k, v in bars.items()}})
     _append(root, "ops_slo_events.jsonl", _event(now, "ops_cycle", errors=0 if up else 1))
     halted = status.get("safety_mode") == "HALT" or status.get("kill_switch", {}).get("engaged")
     try:
@@ -355,10 +359,11 @@ def observe(root: Path, now: int, status: dict[str, Any], drift: list[dict[str, 
     trips = []
     if runs == 3:
         trips.append(("reconciliation", "order_reconciliation_consecutive_mismatch_runs", runs, 3))
-    if stale:
+    if stale or errors:
         prev = [json.loads(x) for x in (s / "data_quality_events.jsonl").read_text().splitlines()[-2:-1]]
-        if not prev or not prev[0].get("stale_warnings"):
-            trips.append(("data_quality", "data_stale_warnings_per_cycle", stale, 0))
+        if not prev or not (prev[0].get("stale_warnings") or prev[0].get("errors")):
+            slo = "data_stale_warnings_per_cycle" if stale else "data_quality_errors_per_cycle"
+            trips.append(("data_quality", slo, stale or errors, 0))
     if not up:
         prev_ops = [json.loads(x) for x in (s / "ops_slo_events.jsonl").read_text().splitlines()
                     if '"ops_cycle"' in x][-2:-1]

@@ -11,7 +11,6 @@ that a dry-run leaves core/ byte-identical.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,6 +189,27 @@ def test_recovery_from_data_quality_needs_a_clean_cycle(sim):
     assert verified(sim, doc)
 
 
+def test_recovery_from_data_quality_refreshes_the_source_and_validates_30_daily_bars(sim):
+    artifacts(sim)
+    halted_by_triage(sim, "daily_bars_corrupt")
+    code, doc = dry_run_untouched(sim, "recovery-decision-tree", "--param", "incident_class=data_quality")
+    assert code == 10 and doc["steps"]["data_refresh"]["status"] == "planned"
+    code, doc = run(sim, "recovery-decision-tree", "--param", "incident_class=data_quality")
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT"), doc["message"]
+    assert doc["steps"]["data_refresh"]["status"] == "ok"
+    bars = doc["steps"]["bars_validated"]["result"]["json"]["symbols"]
+    assert bars["XAUUSD"]["validated"] == 30 and bars["BTCUSDT"]["validated"] == 29
+    assert "BTCUSDT" in doc["message"] and "inconsistent OHLC" in doc["message"]
+    stats = json.loads((sim.root / RUN_DIR / "gateway_stats.json").read_text())
+    assert stats["data_session_id"].endswith("-r")  # the connection was refreshed
+    assert status(sim)["safety_mode"] == "ARMED_SAFE"
+    assert verified(sim, doc)
+    sim.simcore("heal", "daily_bars_corrupt")  # the provider republished the bar
+    code, doc = run(sim, "recovery-decision-tree", "--param", "incident_class=data_quality")
+    assert doc["waiting_for"]["step"] == "approve_resume", doc.get("message")
+    assert doc["steps"]["bars_validated"]["result"]["json"]["ok"] is True
+
+
 def test_recovery_from_broker_failure_needs_the_broker_back(sim):
     artifacts(sim)
     halted_by_triage(sim, "broker_down")
@@ -252,43 +272,3 @@ def test_acknowledge_without_an_open_incident_skips(sim):
 
 
 # -- dr-drill ----------------------------------------------------------------------------------
-
-
-def test_dr_drill_records_timings_within_rto_and_restores_trading(sim):
-    artifacts(sim)
-    code, doc = dry_run_untouched(sim, "dr-drill")
-    assert code == 0 and doc["steps"]["stop"]["status"] == "planned"
-    assert not (sim.root / "results/dr_drills").exists()
-    code, doc = run(sim, "dr-drill")
-    assert code == 12 and doc["waiting_for"]["step"] == "approve_drill"
-    assert status(sim)["safety_mode"] == "ARMED_LIVE"
-    code, doc = approve_and_resume(sim, doc, "approve_drill")
-    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
-    assert doc["message"].startswith("DR drill passed")
-    record = json.loads((sim.root / f"results/dr_drills/{doc['run_id']}.json").read_text())
-    assert record["detection_time"] <= record["restart_complete_time"] <= record["first_clean_reconciliation_time"]
-    assert 0 <= record["rto_measured_s"] <= 900 and record["rto_target_s"] == 900
-    assert json.loads((sim.root / "results/chaos_drill_latest.json").read_text())["status"] == "pass"
-    after = status(sim)
-    assert (after["safety_mode"], after["safety_reason_code"]) == ("ARMED_LIVE", "DR_DRILL_DONE")
-    assert verified(sim, doc)
-    bundle = Path(doc["evidence_dir"])
-    assert (bundle / "events.jsonl").exists()
-
-
-def test_dr_drill_missing_the_rto_keeps_trading_halted(sim):
-    artifacts(sim)
-    code, doc = run(sim, "dr-drill", "--param", "rto_s=0")
-    code, doc = approve_and_resume(sim, doc, "approve_drill")
-    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT") and "missed the RTO" in doc["message"]
-    assert status(sim)["safety_mode"] == "ARMED_SAFE"
-    assert verified(sim, doc)
-
-
-def test_dr_drill_not_approved_changes_nothing(sim):
-    artifacts(sim)
-    before = sim.state_hash()
-    code, doc = run(sim, "dr-drill")
-    code, doc = approve_and_resume(sim, doc, "approve_drill", deny=True)
-    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
-    assert sim.state_hash() == before

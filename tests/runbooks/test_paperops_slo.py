@@ -129,18 +129,3 @@ def test_the_readme_example_on_a_fresh_core(sim):
     code, doc = scenario.approve_and_resume(sim, doc, "approve_resume")
     assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
     assert scenario.status(sim)["safety_mode"] == "ARMED_LIVE"
-
-
-def test_data_quality_recovery_validates_30_daily_bars_per_symbol(sim):
-    sim.simcore("inject", "stale_data")
-    assert run(sim, "incident-triage")[0] == 0
-    sim.simcore("heal", "stale_data")
-    latest = sim.root / RUN_DIR / "data_quality_latest.json"
-    data = json.loads(latest.read_text())
-    latest.write_text(json.dumps({**data, "bars_validated": {"XAUUSD": 30, "BTCUSDT": 12}}))
-    code, doc = run(sim, "recovery-decision-tree", "--param", "incident_class=data_quality")
-    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
-    assert doc["steps"]["bars_validated"]["result"]["value"] == "BTCUSDT (12 bars); "
-    latest.write_text(json.dumps(data))
-    code, doc = run(sim, "recovery-decision-tree", "--param", "incident_class=data_quality")
-    assert code == 12 and doc["steps"]["bars_validated"]["status"] == "ok"
