@@ -302,6 +302,7 @@ def _html(model: dict[str, Any]) -> str:
 
     from jinja2 import Environment, FileSystemLoader
     from markupsafe import Markup
+    from markupsafe import escape as markup
 
     env = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
                       autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
@@ -313,9 +314,14 @@ def _html(model: dict[str, Any]) -> str:
         rows.append(f"{opening}<td>{row['seq']}</td>"
                     f"<td class=\"mono\">{escape(str(row['ts']))}</td><td>{escape(label)}</td>"
                     f"<td>{escape(str(row['step']))}</td><td>{escape(row['detail'])}</td></tr>\n")
+    checks = [f'<tr><td>{markup(c["step"])}</td><td class="{markup(c["status"])}">'
+              f'{markup(_MARK.get(c["status"], c["status"]))}</td><td class="mono">'
+              f'{markup(c["error"]) + "; " if c["error"] else ""}{markup(c["observed"])}</td></tr>\n'
+              for c in model["checks"]]
     return env.get_template("report.html.j2").render(m=model, f=model["fields"], mark=_MARK,
                                                       verification=_verification_line(model),
-                                                      approval_text=_approval_text, timeline=Markup("".join(rows)))
+                                                      approval_text=_approval_text, timeline=Markup("".join(rows)),
+                                                      checks=Markup("".join(checks)))
 
 
 def bundle_report(directory: Path, fmt: str = "md") -> str:
