@@ -33,6 +33,9 @@ def _new_content(params: Mapping[str, Any]) -> bytes:
     return str(params["content"]).encode()
 
 
+NO_NEWLINE = "\\ No newline at end of file\n"
+
+
 def _current(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -99,14 +102,15 @@ class FileWrite:
         path = ctx.resolve(params["path"])
         data = _new_content(params)
         old = _current(path)
-        diff = list(
-            difflib.unified_diff(
+        diff = [
+            line if line.endswith("\n") else f"{line}\n{NO_NEWLINE}"
+            for line in difflib.unified_diff(
                 (old or b"").decode(errors="replace").splitlines(keepends=True),
                 data.decode().splitlines(keepends=True),
                 fromfile=f"a/{params['path']}" if old is not None else "/dev/null",
                 tofile=f"b/{params['path']}",
             )
-        )
+        ]
         if len(diff) > MAX_DIFF_LINES:
             diff = diff[:MAX_DIFF_LINES] + [f"... {len(diff) - MAX_DIFF_LINES} more diff lines\n"]
         verb = "create" if old is None else ("rewrite" if old != data else "leave unchanged")

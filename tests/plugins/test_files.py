@@ -98,6 +98,14 @@ def test_file_write_keeps_existing_mode_and_can_refuse_mkdir(
         FileWrite().run({"path": "no/dir/x.txt", "content": "x", "mkdir": False}, ctx)
 
 
+def test_file_write_plan_diff_marks_a_missing_final_newline(ctx: StepContext, tmp_path: Path) -> None:
+    (tmp_path / "mode").write_text("armed\nlive")
+    diff = FileWrite().plan({"path": "mode", "content": "armed\nsafe"}, ctx).details["diff"]
+    assert diff.endswith("-live\n\\ No newline at end of file\n+safe\n\\ No newline at end of file\n"), diff
+    grown = FileWrite().plan({"path": "mode", "content": "armed\nlive\n"}, ctx).details["diff"]
+    assert "-live\n\\ No newline at end of file\n+live\n" in grown, grown
+
+
 def test_file_write_plan_shows_a_diff_and_changes_nothing(ctx: StepContext, tmp_path: Path) -> None:
     target = tmp_path / "limits.yaml"
     target.write_text("max_lot: 1\nsymbol: XAUUSD\n")
