@@ -1,0 +1,89 @@
+"""Seed 002 Mode-Specific Validation on the simulated core: in dry-run and backfill-only mode
+post-start-checks watches the service; the cursor must advance (backfill-only) and no order may
+reach the exchange. The service's activity (a tick, an order) happens while the run waits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from typing import Any
+
+from tests.runbooks import scenario
+
+ENV = {"BINANCE_API_KEY": "dummy-key", "BINANCE_API_SECRET": "dummy-secret", "HYPERLIQUID_TARGET_WALLET": "0xdummy"}
+
+
+def start(sim: Any, mode: str, *args: str) -> subprocess.Popen[str]:
+    return sim.popen("run", "post-start-checks", "--params-file", sim.profile("hyperliquid"), "--no-input",
+                     "--output", "json", "--param", f"target_mode={mode}", *args, env=ENV)
+
+
+def at_step(sim: Any, step: str, deadline_s: float = 60) -> None:
+    """Poll the run's event log (deadline) until `step` has started."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for bundle in sim.evidence_dirs():
+            events = bundle / "events.jsonl"
+            if events.exists() and any(
+                    e.get("type") == "step_started" and e.get("step") == step
+                    for e in map(json.loads, events.read_text().splitlines())):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the run never reached {step}")
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, dict[str, Any]]:
+    out, err = proc.communicate(timeout=120)
+    assert out.strip(), err
+    return proc.returncode, json.loads(out)
+
+
+def safe(sim: Any) -> None:
+    """The service restarted in ARMED_SAFE (the strategy places nothing)."""
+    res = sim.simcore("reset-safety", "--config", "core/config/settings.yaml", "--schema", "core/config/schema.json",
+                      "--mode", "ARMED_SAFE", "--reason-code", "MAINTENANCE_RESTART", "--reason-message", "restart",
+                      "--allow-non-halt")
+    assert res.code == 0, res.text
+
+
+def test_backfill_only_needs_the_cursor_to_advance(sim):
+    safe(sim)
+    proc = start(sim, "backfill-only")
+    at_step(sim, "cursor_advanced")
+    assert sim.simcore("tick").code == 0  # ingest processes the next bar
+    code, doc = finish(proc)
+    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
+    assert "backfill-only: cursor advanced, no external order placed" in doc["message"]
+    assert scenario.verified(sim, doc)
+
+
+def test_backfill_only_cursor_stuck_is_rejected(sim):
+    safe(sim)
+    code, doc = scenario.run(sim, "hyperliquid", "post-start-checks", "--param", "target_mode=backfill-only",
+                             "--param", "cursor_advance_timeout=2s", env=ENV)
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT") and "did not advance" in doc["message"]
+    assert scenario.verified(sim, doc)
+
+
+def test_dry_run_mode_with_an_external_order_halts(sim):
+    safe(sim)
+    proc = start(sim, "dry-run")
+    at_step(sim, "cursor_advanced")
+    placed = sim.simcore("reduce-only-order", "--symbol", "BTCUSDT", "--side", "sell", "--qty", "0.01",
+                         "--client-order-id", "leak-1")
+    assert placed.code == 0, placed.text
+    assert sim.simcore("tick").code == 0
+    code, doc = finish(proc)
+    assert (code, doc["outcome"]) == (60, "ANOMALY_HALT"), doc["message"]
+    assert "placed 1 external order" in doc["message"]
+    assert scenario.verified(sim, doc)
+
+
+def test_dry_run_mode_cursor_need_not_advance(sim):
+    scenario.dry_run_untouched(sim, "hyperliquid", "post-start-checks", "--param", "target_mode=dry-run",
+                               "--param", "cursor_advance_timeout=1s", env=ENV)
+    code, doc = scenario.run(sim, "hyperliquid", "post-start-checks", "--param", "target_mode=dry-run",
+                             "--param", "cursor_advance_timeout=1s", env=ENV)
+    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
+    assert "cursor did not advance (not required in dry-run)" in doc["message"]
