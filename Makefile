@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint tool-venvs bench clean
 
 install: $(STAMP)
 
@@ -22,9 +22,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check engine checks actions transports simcore tests bench
 	$(BIN)/mypy --strict engine checks actions transports simcore
 
-test: $(STAMP) lint
+# The linters and the downloads of the tools the tests drive (freqtrade, ansible-core) overlap.
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint tool-venvs
 	$(BIN)/runbook validate
 	$(BIN)/pytest -n auto --dist worksteal
+
+tool-venvs: $(STAMP)
+	$(BIN)/python -m tests.tool_venvs
 
 bench: $(STAMP)
 	$(BIN)/python bench/paired.py $(BENCH_ARGS)

@@ -1,7 +1,7 @@
 """A real freqtrade (dry-run, offline) for the `freqtrade` core adapter's tests.
 
 freqtrade is big (about 770 MB with ccxt, pandas, scipy), so it lives in its own venv,
-tests/freqtrade/.venv, built here from PyPI on first use and kept between runs. When it cannot
+tests/freqtrade/.venv (tests/tool_venvs.py), built from PyPI once and kept between runs. When it cannot
 be built the tests are skipped with the reason (set RUNBOOK_REQUIRE_FREQTRADE=1, as .ci/run
 does, to fail instead). Each bot runs `offline_freqtrade.py trade`: the installed freqtrade,
 whose exchange calls are answered from canned Binance data, with its REST API on 127.0.0.1.
@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,12 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from filelock import FileLock
 
-FREQTRADE_VERSION = "2026.9"
+from tests.tool_venvs import FREQTRADE
+
 HERE = Path(__file__).resolve().parent
-VENV = HERE / ".venv"
-STAMP = VENV / f".installed-freqtrade-{FREQTRADE_VERSION}"
 START_LIMIT_S = 180.0  # a bound against a hang, not a speed requirement
 
 
@@ -47,32 +42,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.freqtrade)
 
 
-def _build_venv() -> str | None:
-    """Create the venv and install freqtrade; None when done, else why it failed."""
-    steps = [[sys.executable, "-m", "venv", "--clear", str(VENV)],
-             [str(VENV / "bin" / "pip"), "install", "--quiet", f"freqtrade=={FREQTRADE_VERSION}"]]
-    for argv in steps:
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{' '.join(argv[:3])}: {exc}"
-        if done.returncode != 0:
-            return f"{' '.join(argv[:3])} exited {done.returncode}: {(done.stderr or done.stdout)[-500:]}"
-    STAMP.write_text(FREQTRADE_VERSION)
-    return None
-
-
 @pytest.fixture(scope="session")
 def freqtrade_python() -> Path:
-    """The python of the freqtrade venv, built on first use (shared by parallel workers)."""
-    with FileLock(str(Path(tempfile.gettempdir()) / "runbook-freqtrade-venv.lock")):
-        problem = None if STAMP.exists() else _build_venv()
-    if problem:
-        message = f"freqtrade {FREQTRADE_VERSION} could not be installed into {VENV}: {problem}"
-        if os.environ.get("RUNBOOK_REQUIRE_FREQTRADE"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return VENV / "bin" / "python"
+    """The python of the freqtrade venv, built on first use if `make test` has not built it."""
+    return FREQTRADE.ready_or_skip() / "python"
 
 
 def _free_port() -> int:
