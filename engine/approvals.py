@@ -1,7 +1,7 @@
 """Approvals that count: given through `runbook approve`, the terminal prompt or the serve API.
 
 Every decision is first written, atomically, as one file under
-`<state_dir>/approvals/<run_id>/`. `approve` writes only that file: it never
+`<state_dir>/approvals/<run_id>/`. `approve` (engine/approve.py) writes only that file: it never
 touches the event log or executes a step, so a crash at any point leaves the
 run resumable. The run's driver takes pending decisions into the event log
 (`ingest`) and, on resume, every `approval` record of the log must match a
@@ -28,10 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ApprovalRefused, StateCorrupt
+from engine import records
+from engine.errors import StateCorrupt, UsageError
+from engine.evidence import canonical
+from engine.keys import key_id, load_private, load_public
 from engine.model import ApproveStep
 from engine.runs import atomic_write_json
-from engine.vocabulary import RunStatus
 
 COUNTED_FIELDS = ("decision", "by", "note", "via", "plan_sha256", "plans", "rebind", "signature", "key_id")
 EXTRA_FIELDS = ("plan_sha256", "plans", "rebind", "signature", "key_id")
@@ -66,15 +68,11 @@ def policy_for(state_dir: Any) -> Policy:
 
 def plans_sha256(plans: Any) -> str:
     """sha256 of the canonical JSON of the plans an approval is bound to."""
-    from engine.evidence import canonical
-
     return hashlib.sha256(canonical(plans).encode("utf-8")).hexdigest()
 
 
 def signed_payload(run_id: str, step: str, decision: str, note: str | None, plan_sha256: str | None) -> bytes:
     """The bytes an approver signs: canonical JSON of what they decided, on what."""
-    from engine.evidence import canonical
-
     return canonical({"run_id": run_id, "step": step, "decision": decision, "note": note,
                       "plan_sha256": plan_sha256}).encode("utf-8")
 
@@ -82,8 +80,6 @@ def signed_payload(run_id: str, step: str, decision: str, note: str | None, plan
 def sign(key_path: Path, run_id: str, step: str, decision: str, note: str | None,
          plan_sha256: str | None) -> tuple[str, str]:
     """(base64 Ed25519 signature, key id) of a decision signed with the private key in `key_path`."""
-    from engine.keys import key_id, load_private
-
     private = load_private(key_path)
     signature = private.sign(signed_payload(run_id, step, decision, note, plan_sha256))
     return base64.b64encode(signature).decode("ascii"), key_id(private.public_key())
@@ -93,8 +89,6 @@ def signature_problem(policy: Policy, run_id: str, entry: Mapping[str, Any]) -> 
     """Why a decision's signature does not show that its approver gave it, or None when it does."""
     from cryptography.exceptions import InvalidSignature
 
-    from engine.errors import UsageError
-    from engine.keys import key_id, load_public
 
     by = str(entry.get("by") or "")
     path = policy.keys.get(by)
@@ -215,8 +209,6 @@ def _check_signed(box: ApprovalBox, entry: Mapping[str, Any], seq: Any) -> None:
 
 def record_of(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The event-log record (type, data) for a stored decision."""
-    from engine import records
-
     if entry.get("refused"):
         return "approval_refused", records.approval_refused(entry["by"], entry["refused"], via=entry["via"],
                                                             approval_id=entry["id"], note=entry.get("note"))
@@ -240,98 +232,3 @@ def check_counted(events: list[dict[str, Any]], box: ApprovalBox, redact: Any) -
                                f"{data.get('by')!r} was not given through `runbook approve`, the terminal prompt or "
                                "the serve API; refusing to continue")
         _check_signed(box, entry, event["seq"])
-
-
-def approve(ws: Any, run_id: str, step_id: str, by: str, note: str | None, deny: bool,
-            via: str = "cli", key: Path | None = None) -> dict[str, Any]:
-    """Give a decision for a run's approval step: stored for the run's driver, never acted on here.
-
-    `key` (a private key file) signs the decision. Refusals (not an approver, four-eyes, unsigned or
-    wrongly signed when signatures are required) are stored too, so the run's evidence shows them.
-    """
-    box = ApprovalBox.of(ws.config.state_dir, run_id)
-    record, events = _record_and_events(ws, run_id, box)
-    if record.status == RunStatus.FINISHED:
-        raise ApprovalRefused(f"run {run_id} already finished {record.outcome}; there is nothing to approve")
-    runbook = ws.load(record.runbook_path)
-    try:
-        step = runbook.step(step_id)
-    except KeyError:
-        raise ApprovalRefused(f"run {run_id} has no step '{step_id}'") from None
-    if not isinstance(step, ApproveStep):
-        raise ApprovalRefused(f"step '{step_id}' is a {step.kind} step, not an approval")
-    requested = max((e["seq"] for e in events if e["type"] == "approval_requested" and e["step"] == step_id), default=0)
-    if not requested:
-        raise ApprovalRefused(f"run {run_id} has not asked for an approval of step '{step_id}' "
-                              f"(status {record.status}, waiting for {record.waiting_for or 'nothing'})")
-    logged = [e["data"] for e in events if e["type"] == "approval" and e["step"] == step_id and e["seq"] > requested]
-    in_log = [str((e.get("data") or {}).get("id")) for e in events if e["type"] in ("approval", "approval_refused")]
-    waiting = [e for e in pending(box, in_log) if e["step"] == step_id and not e.get("refused")]
-    earlier = logged + waiting
-    if earlier:
-        data = earlier[-1]
-        raise ApprovalRefused(f"step '{step_id}' of run {run_id} was already {data.get('decision')} by {data.get('by')}; "
-                              f"continue with: runbook resume {run_id}")
-    asked = next(e for e in events if e["type"] == "approval_requested" and e["seq"] == requested)["data"]
-    plan_sha256, plans, rebind = asked.get("plan_sha256"), asked.get("plans"), bool(asked.get("rebind"))
-    decision = "denied" if deny else "approved"
-    signature = signer = None
-    if key is not None:
-        signature, signer = sign(key, run_id, step_id, decision, note, plan_sha256)
-    refusal = approval_refusal(step, by, record.operator)
-    policy = Policy.of(ws.config)
-    if refusal is None and policy.require_signature:
-        refusal = signature_problem(policy, run_id, {"step": step_id, "decision": decision, "by": by, "note": note,
-                                                     "plan_sha256": plan_sha256, "signature": signature,
-                                                     "key_id": signer})
-    approval_id = box.give(step_id, decision, by, note, via, refused=refusal, signature=signature, key_id=signer,
-                           plan_sha256=plan_sha256, plans=plans, rebind=rebind)
-    _take_into_log(ws, run_id, box)
-    if refusal:
-        raise ApprovalRefused(f"approval refused: {refusal}")
-    return {"decision": decision, "by": by, "note": note, "via": via, "id": approval_id,
-            "plan_sha256": plan_sha256, "key_id": signer}
-
-
-def _record_and_events(ws: Any, run_id: str, box: ApprovalBox) -> tuple[Any, list[dict[str, Any]]]:
-    """The run record and its trusted log, read again when a driver changed the run between the two reads."""
-    from engine.resume import trusted_events
-
-    for _ in range(20):
-        record = ws.store.load(run_id)
-        try:
-            return record, trusted_events(record, box)
-        except StateCorrupt:
-            now = ws.store.load(run_id)
-            if (now.status, now.last_event_hash) == (record.status, record.last_event_hash):
-                raise
-    return record, trusted_events(record, box)
-
-
-def _take_into_log(ws: Any, run_id: str, box: ApprovalBox) -> None:
-    """Record stored decisions in the evidence now when no process drives the run (else its driver will)."""
-    from engine import driver
-    from engine.evidence import EventLog
-    from engine.redact import Redactor
-    from engine.resume import load_state
-    from engine.session import command_name
-
-    try:
-        held = driver.take(ws.config.state_dir, run_id, command_name())
-    except driver.RunDriven:
-        return
-    try:
-        record = ws.store.load(run_id)
-        if record.status != RunStatus.PAUSED:
-            return
-        _events, _runbook, state = load_state(ws, record)
-        entries = pending(box, state.approval_ids)
-        if not entries:
-            return
-        log = EventLog(Path(record.evidence_dir), Redactor())
-        for entry in entries:
-            kind, data = record_of(entry)
-            log.record(kind, entry["step"], data)
-        ws.seal(record, log)
-    finally:
-        held.release()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import StateCorrupt
+from engine.keys import key_id
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -44,8 +45,6 @@ def statement(files: Mapping[str, str], predicate: Mapping[str, Any]) -> dict[st
 
 def write(directory: Path, files: Mapping[str, str], predicate: Mapping[str, Any], key: Ed25519PrivateKey) -> str:
     """Sign the statement over `files` and write the envelope atomically; the signer's key id."""
-    from engine.keys import key_id
-
     payload = json.dumps(statement(files, predicate), sort_keys=True, separators=(",", ":"),
                          ensure_ascii=False).encode("utf-8")
     signer = key_id(key.public_key())
@@ -116,7 +115,6 @@ def check(directory: Path, files: Mapping[str, str], predicate: Mapping[str, Any
         return {"signed": True, "checked": False, "keyid": claimed, "key": None}
     from cryptography.exceptions import InvalidSignature
 
-    from engine.keys import key_id
 
     signed = pae(PAYLOAD_TYPE, payload)
     for label, public in keys:

@@ -6,11 +6,12 @@ import os
 import socket
 from pathlib import Path
 
-from engine import driver, locks, records
+from engine import driver, idempotency, in_doubt, locks, records, secrets
 from engine.errors import UsageError
 from engine.evidence import EventLog
 from engine.interpreter import Finish
 from engine.redact import Redactor
+from engine.resume import load_state
 from engine.session import Holding, ResumeBlocked, RunOptions, RunResult, Workspace, command_name
 from engine.vocabulary import Mode, Outcome, RunStatus
 
@@ -31,9 +32,6 @@ def cancel(ws: Workspace, run_id: str, by: str, reason: str, rollback: bool = Tr
 
 
 def _cancel_driven(ws: Workspace, run_id: str, by: str, reason: str, rollback: bool, holding: Holding) -> RunResult:
-    from engine import idempotency, in_doubt, secrets
-    from engine.resume import load_state
-
     record = ws.store.load(run_id)
     if record.status == RunStatus.FINISHED:
         raise UsageError(f"run {run_id} already finished {record.outcome}; there is nothing to cancel")

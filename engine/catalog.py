@@ -19,6 +19,7 @@ from engine.model import (
     Runbook,
     WaitStep,
 )
+from engine.validate import validate_document
 
 
 def summaries(library: Library, tag: str | None = None) -> list[dict[str, Any]]:
@@ -41,8 +42,6 @@ def summaries(library: Library, tag: str | None = None) -> list[dict[str, Any]]:
 
 def validate_all(workspace: Any, targets: list[str]) -> tuple[int, list[Problem]]:
     """Validate the given files or names (all of the library by default): files checked, problems."""
-    from engine.validate import validate_document
-
     library: Library = workspace.library
     paths: list[Path] = []
     for target in targets:

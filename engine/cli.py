@@ -507,7 +507,7 @@ def _print_bound(waiting: dict[str, Any]) -> None:
 def _approve(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     if args.key:
-        from engine.approvals import approve
+        from engine.approve import approve
 
         decision = approve(ws, args.run_id, args.step, args.by, args.note, args.deny, key=Path(args.key))
     else:

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidRunbook, Problem
+from engine.approvals import register
+from engine.errors import InvalidRunbook, Problem, UsageError
+from engine.keys import check_private, load_public
+from engine.loader import load_file
+from engine.model import parse_duration
 
 DEFAULTS: dict[str, Any] = {
     "runbook_paths": ["runbooks"],
@@ -82,8 +86,6 @@ def _type_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _template_problems(value: Any) -> list[str]:
-    from engine.model import parse_duration
-
     expected = "expected {timeout: DURATION, max_bytes: INTEGER} such as {timeout: 1s, max_bytes: 1048576}"
     if not isinstance(value, dict) or not set(value) <= {"timeout", "max_bytes"}:
         return [f"templates: {expected}, got {value!r}"]
@@ -131,8 +133,6 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
     raw: dict[str, Any] = {}
     source: Path | None = None
     if path.exists():
-        from engine.loader import load_file
-
         doc = load_file(path)
         if doc.data is not None and not isinstance(doc.data, dict):
             raise InvalidRunbook([doc.problem((), "expected a mapping of settings")])
@@ -163,8 +163,6 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         core["root"] = str(resolve(core["root"]))
     signing_key = resolve(merged["signing"]["key"]) if (merged.get("signing") or {}).get("key") else None
     if signing_key is not None:
-        from engine.keys import check_private
-
         problem = check_private(signing_key)
         if problem:
             raise InvalidRunbook([Problem(str(source), None, None, None, f"signing.key: {problem}")])
@@ -195,7 +193,6 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         approvals_require_signature=bool((merged.get("approvals") or {}).get("require_signature", False)),
         approval_keys=approval_keys,
     )
-    from engine.approvals import register
 
     register(config)
     return config
@@ -203,8 +200,6 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
 
 def _approval_problems(value: Any, resolve: Any, source: Path) -> list[Problem]:
     """Located problems of the `approvals:` block: its shape, and every approver key an Ed25519 public key."""
-    from engine.loader import load_file
-
     doc = load_file(source)
     expected = "expected {require_signature: BOOL, keys: {NAME: PUBLIC_KEY_PATH}}"
     if not isinstance(value, dict) or not set(value) <= {"require_signature", "keys"}:
@@ -221,8 +216,6 @@ def _approval_problems(value: Any, resolve: Any, source: Path) -> list[Problem]:
     if value.get("require_signature") and not raw_keys:
         out.append(doc.problem(("approvals", "require_signature"),
                                "approvals.require_signature: true needs approvals.keys (approver name: public key path)"))
-    from engine.errors import UsageError
-    from engine.keys import load_public
 
     for name, path in raw_keys.items():
         try:
@@ -233,8 +226,6 @@ def _approval_problems(value: Any, resolve: Any, source: Path) -> list[Problem]:
 
 
 def _template_limit(merged: dict[str, Any], key: str) -> float:
-    from engine.model import parse_duration
-
     value = {**DEFAULTS["templates"], **(merged.get("templates") or {})}[key]
     return parse_duration(value) if key == "timeout" else float(value)
 
@@ -261,7 +252,6 @@ def _unusable_directory(key: str, path: Path) -> str | None:
 def _setting_problem(source: Path | None, path: Path, key: str, message: str) -> Problem:
     if source is None:
         return Problem(str(path), None, None, None, f"{message}; it is the default: set {key} in runbook.yaml")
-    from engine.loader import load_file
 
     doc = load_file(source)
     line, col = doc.where((key,)) if key in (doc.data or {}) else (None, None)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.evidence import iter_events, read_events
 from engine.redact import mask
 
 _SYMBOL = {"ok": "ok", "failed": "FAIL", "skipped": "skip", "planned": "plan"}
@@ -92,8 +93,6 @@ class _Recap:
 
 def recap(evidence_dir: Path) -> dict[str, int]:
     """ok / changed / planned / skipped / failed: the final verdict of every step of a run, from its event log."""
-    from engine.evidence import iter_events
-
     counted = _Recap()
     for event in iter_events(evidence_dir / "events.jsonl"):
         counted.add(event)
@@ -104,8 +103,6 @@ def run_story(evidence_dir: Path) -> dict[str, Any]:
     """What a run's event log says beyond its outcome: the recap, the changes made, the rollbacks run, the open step.
 
     One pass over the log, one record held at a time."""
-    from engine.evidence import iter_events
-
     counted = _Recap()
     changed: list[str] = []
     undone: dict[str, str] = {}  # rollback step -> the step whose change it undoes
@@ -172,8 +169,6 @@ def explain(result: Any, story: dict[str, Any] | None) -> list[str]:
 
 def _child_waiting(bundle: Path) -> dict[str, Any]:
     """What a paused sub-runbook waits for, from its own event log ({} when unknown)."""
-    from engine.evidence import read_events
-
     try:
         paused = [e for e in read_events(bundle / "events.jsonl") if e["type"] == "run_paused"]
     except (OSError, ValueError):

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidRunbook, Problem, UnknownRun
+from engine.errors import ExpressionError, InvalidRunbook, Problem, UnknownRun
+from engine.expressions import render
 from engine.model import Runbook
 from engine.runs import (
     RunStore,
@@ -42,9 +43,6 @@ class Claim:
 
 def render_key(runbook: Runbook, params: dict[str, Any], run: dict[str, Any], env: dict[str, str], trigger: Any) -> str:
     """The runbook's idempotency key rendered for this run."""
-    from engine.errors import ExpressionError
-    from engine.expressions import render
-
     try:
         return str(render(runbook.idempotency_key, {"params": params, "run": run, "env": env, "trigger": trigger}))
     except ExpressionError as exc:

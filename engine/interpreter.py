@@ -8,16 +8,19 @@ its bookkeeping directly: it writes a record and applies that record to its
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
 
 from engine import records, signals
+from engine.approvals import ApprovalBox, plans_sha256, policy_for
 from engine.errors import ExpressionError, PluginError
-from engine.evidence import EventLog
-from engine.expressions import evaluate, read_values, render
+from engine.evidence import EventLog, canonical
+from engine.expressions import evaluate, is_template, read_values, render
 from engine.model import (
     ActionStep,
     ApproveStep,
@@ -28,10 +31,13 @@ from engine.model import (
     Runbook,
     Step,
     WaitStep,
+    parse_duration,
 )
 from engine.plugins import Action, Plan, Plugin, Registry, StepContext
 from engine.routing import following
+from engine.runs import new_run_id
 from engine.state import PlannedResult, RunState
+from engine.validate import result_readers
 from engine.vocabulary import Mode, Outcome, StepStatus
 
 MAX_ARTIFACT_CHARS = 10_000_000
@@ -79,12 +85,35 @@ class StepResult:
                 "attempts": self.attempts, "duration_s": round(self.duration_s, 6), "error": self.error}
 
 
+class Reporter(Protocol):
+    """What the interpreter shows the operator and asks them (engine.console implements it)."""
+
+    def message(self, text: str) -> None:
+        """A note for the operator."""
+
+    def step_started(self, step: Step, rollback: bool = False) -> None:
+        """A step (or a rollback step) begins."""
+
+    def step_finished(self, step: Step, result: StepResult) -> None:
+        """A step ended with `result`."""
+
+    def wait_polled(self, step: Step, polls: int, observed: dict[str, Any], deadline_s: float) -> None:
+        """A wait step polled its check `polls` times; `observed` are the values its `until` read."""
+
+    def ask_step(self, step: Step, preview: dict[str, Any]) -> str:
+        """Operator mode: run, skip, abort (or details) for the step about to run."""
+
+    def ask_approval(self, step: Step, prompt: str, operator: str,
+                     refusal: Callable[[str], str | None]) -> dict[str, Any]:
+        """The terminal's answer to an approval step; `refusal(by)` says why `by` may not approve."""
+
+
 @dataclass
 class Services:
     """What the interpreter needs from outside: plugins, prompts, kill switch, sub-runbooks."""
 
     registry: Registry
-    reporter: Any
+    reporter: Reporter
     kill_switch: Any  # pathlib.Path
     settings: Mapping[str, Any]
     call_runbook: Any  # (step, params, child_run_id) -> (Outcome, run_id, message)
@@ -112,7 +141,6 @@ class Interpreter:
         self.workdir = workdir
         self.secrets = secrets
         self.dry = run["mode"] == Mode.DRY_RUN
-        from engine.validate import result_readers
 
         self.state = RunState(position=runbook.steps[0].id if runbook.steps else None, kept=result_readers(runbook))
 
@@ -229,9 +257,6 @@ class Interpreter:
         """The step with its templated durations rendered (ExpressionError if one is not a duration)."""
         if not step.durations:
             return step
-        from dataclasses import replace
-
-        from engine.model import parse_duration
 
         values: dict[str, Any] = {}
         for name, template in step.durations:
@@ -437,8 +462,6 @@ class Interpreter:
                 if isinstance(value, str):
                     self.log.artifact(step.id, f"{key}.txt", value[:MAX_ARTIFACT_CHARS])
                 else:
-                    import json
-
                     clean = self.log.redactor.data(value)
                     self.log.artifact(step.id, f"{key}.json", json.dumps(clean, indent=2, default=str, sort_keys=True))
 
@@ -494,8 +517,6 @@ class Interpreter:
         self.emit("step_started", step.id, records.step_started("approve", **request), sync=False)
         bound: dict[str, Any] = {}
         if step.binds:
-            from engine.approvals import plans_sha256
-
             plans = self._bound_plans(step)
             bound = {"plans": plans, "plan_sha256": plans_sha256(plans)}
         if self.dry:
@@ -517,8 +538,6 @@ class Interpreter:
 
     def _ask_approval(self, step: ApproveStep, prompt: str, bound: dict[str, Any]) -> dict[str, Any] | None:
         """The answer given at the terminal, recorded; None when the run is to pause (refused, paused, input closed)."""
-        from engine.approvals import policy_for
-
         operator = self.run["operator"]
         if policy_for(self.svc.settings.get("state_dir") or ".").require_signature:
             self.svc.reporter.message(
@@ -543,10 +562,6 @@ class Interpreter:
             return None
         state_dir = self.svc.settings.get("state_dir")
         if bound and state_dir:
-            from pathlib import Path
-
-            from engine.approvals import ApprovalBox
-
             approval_id = ApprovalBox.of(Path(state_dir), self.run["id"]).give(
                 step.id, answer["decision"], answer["by"], answer.get("note"), "terminal", **bound)
         else:
@@ -595,16 +610,10 @@ class Interpreter:
         return {"summary": plan.summary, **dict(plan.details)}
 
     def _plain(self, value: Any) -> Any:
-        import json
-
-        from engine.evidence import canonical
-
         return json.loads(canonical(self.log.redactor.data(value)))
 
     def _check_bound(self, step: ActionStep, params: Any, index: int | None) -> StepResult | None:
         """Pause (for a new approval) when a bound action's plan differs from the approved one."""
-        from engine.approvals import plans_sha256
-
         bound = self.state.bound[step.id]
         approved = bound.get("plan")
         if step.for_each is not None and isinstance(approved, list):
@@ -617,7 +626,6 @@ class Interpreter:
         binding = self.rb.step(bound["approval"])
         assert isinstance(binding, ApproveStep)
         import difflib
-        import json
 
         diff = list(difflib.unified_diff(json.dumps(approved, indent=2, sort_keys=True).splitlines(),
                                          json.dumps(now, indent=2, sort_keys=True).splitlines(),
@@ -684,8 +692,6 @@ class Interpreter:
             outcome, run_id, message = resumed
         else:
             if child_run_id is None:
-                from engine.runs import new_run_id
-
                 child_run_id = new_run_id(step.runbook)
                 self.emit("step_started", step.id, records.step_started(
                     "call", runbook=step.runbook, params=params, child_run_id=child_run_id))
@@ -761,8 +767,6 @@ def _type_ok(value: Any, schema: Mapping[str, Any]) -> bool:
 
 def _check_rendered(plugin: Any, raw: Mapping[str, Any], rendered: Mapping[str, Any]) -> None:
     """Type-check the values that templates produced (static values were validated before the run)."""
-    from engine.expressions import is_template
-
     properties = plugin.params_schema.get("properties", {})
     for key, value in rendered.items():
         source = raw.get(key)

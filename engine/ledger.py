@@ -14,11 +14,13 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StateCorrupt, UsageError
+from engine.errors import StateCorrupt, UnknownRun, UsageError
+from engine.evidence import EVENTS, MANIFEST, describe, verify_bundle
+from engine.runs import RunStore, effective_status
 from engine.vocabulary import RunStatus
 
 LEDGER = "ledger.jsonl"
@@ -89,8 +91,6 @@ def parse_since(text: str) -> str:
     except ValueError:
         raise UsageError(f"--since {text!r}: expected a date such as 2026-01-31 or 2026-01-31T08:00:00Z") from None
     if moment.tzinfo is not None:
-        from datetime import UTC
-
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment.isoformat(timespec="microseconds") + "Z"
 
@@ -120,10 +120,6 @@ def audit(evidence_dir: Path, state_dir: Path, since: str | None = None,
           keys: Sequence[tuple[str, Any]] = ()) -> Audit:
     """Verify the ledger and every bundle it lists or that lies in `evidence_dir`: a bundle missing, replaced
     (manifest not the one last recorded), not in the ledger, or failing `verify` is a problem."""
-    from engine.errors import UnknownRun
-    from engine.evidence import MANIFEST, verify_bundle
-    from engine.runs import RunStore, effective_status
-
     out = Audit()
     try:
         entries = read(evidence_dir)
@@ -205,10 +201,6 @@ def verify_in_place(config: Any, directory: Path, keys: Sequence[tuple[str, Any]
     """`runbook evidence verify`: the bundle on its own, then what the state directory and the ledger next to
     it remember of the run (its last record hash, its last manifest). The line to print; StateCorrupt if any
     disagrees."""
-    from engine.errors import UnknownRun
-    from engine.evidence import EVENTS, MANIFEST, describe, verify_bundle
-    from engine.runs import RunStore
-
     summary = verify_bundle(directory, keys)
     run_id = str(summary["run_id"])
     try:

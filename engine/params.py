@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.errors import InvalidRunbook, Problem, UsageError
+from engine.loader import Document, load_file
 from engine.model import Runbook
-
-if TYPE_CHECKING:
-    from engine.loader import Document
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -47,8 +45,6 @@ class FileParams(dict[str, Any]):
 
 def load_params_file(path: str) -> FileParams:
     """A YAML or JSON params file -> mapping (remembering where each value was)."""
-    from engine.loader import load_file
-
     doc = load_file(path)
     values = FileParams(doc.data if isinstance(doc.data, dict) else {})
     values.doc = doc
@@ -158,8 +154,6 @@ def resolve_params(runbook: Runbook, file_values: dict[str, Any], cli_values: di
 
 def _declaration_problem(runbook: Runbook, name: str, message: str) -> Problem:
     """A problem located where the runbook declares param `name`."""
-    from engine.loader import load_file
-
     try:
         doc = load_file(runbook.path)
     except InvalidRunbook:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.evidence import verify_bundle
+from engine.evidence import EVENTS, manifest_fields, scan_chain, verify_bundle
 from engine.report import account
 
 TO_WRITE = "_(to be written)_"
@@ -74,8 +74,6 @@ def _timeline(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def render(directory: Path) -> str:
     """The filled post-mortem (Markdown) of the bundle in `directory`; StateCorrupt if the bundle is not intact."""
-    from engine.evidence import EVENTS, manifest_fields, scan_chain
-
     summary = verify_bundle(directory)
     chain = scan_chain(directory / EVENTS)
     fields = manifest_fields(chain)

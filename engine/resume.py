@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine import driver, in_doubt
+from engine import approvals, driver, idempotency, in_doubt, secrets
+from engine.approvals import ApprovalBox, check_counted
 from engine.errors import InvalidRunbook, Problem, StateCorrupt
-from engine.evidence import EventLog, read_events, utc_now, verify_bundle
+from engine.evidence import GENESIS, EventLog, canonical, read_events, utc_now, verify_bundle
 from engine.interpreter import Finish
 from engine.loader import load_file
 from engine.model import Runbook
@@ -26,9 +28,6 @@ from engine.session import (
 )
 from engine.state import RunState
 from engine.vocabulary import Mode, Outcome, RunStatus
-
-if TYPE_CHECKING:
-    from engine.approvals import ApprovalBox
 
 
 def resume(ws: Workspace, run_id: str, options: RunOptions, secret_params: dict[str, Any] | None = None) -> RunResult:
@@ -79,10 +78,6 @@ def trusted_events(record: RunRecord, box: ApprovalBox) -> list[dict[str, Any]]:
 
 def check_chain(events: list[dict[str, Any]], path: Path) -> None:
     """StateCorrupt naming the first record whose hash, `prev` or `seq` is wrong."""
-    import hashlib
-
-    from engine.evidence import GENESIS, canonical
-
     prev = GENESIS
     for number, event in enumerate(events, start=1):
         body = {k: v for k, v in event.items() if k != "hash"}
@@ -94,8 +89,6 @@ def check_chain(events: list[dict[str, Any]], path: Path) -> None:
 
 def load_state(ws: Workspace, record: RunRecord) -> tuple[list[dict[str, Any]], Runbook | None, RunState]:
     """The run's records, its runbook (None when the file is gone) and the state they fold to."""
-    from engine.approvals import ApprovalBox, check_counted
-
     box = ApprovalBox.of(ws.config.state_dir, record.run_id)
     events = trusted_events(record, box)
     runbook_path = Path(record.runbook_path)
@@ -108,8 +101,6 @@ def load_state(ws: Workspace, record: RunRecord) -> tuple[list[dict[str, Any]], 
 
 def restore_params(runbook: Runbook, state: RunState, record: RunRecord, given: dict[str, Any]) -> dict[str, Any]:
     """The run's params; secret values, never stored, come from `given` (exit 20 naming any missing)."""
-    from engine import secrets
-
     params = dict(state.started.get("params") or record.params)
     missing = []
     for name in secrets.secret_param_names(runbook):
@@ -128,8 +119,6 @@ def restore_params(runbook: Runbook, state: RunState, record: RunRecord, given: 
 
 def _resume_driven(ws: Workspace, record: RunRecord, options: RunOptions, holding: Holding,
                    secret_params: dict[str, Any]) -> RunResult:
-    from engine import approvals, idempotency, secrets
-
     run_id = record.run_id
     directory = Path(record.evidence_dir)
     events, runbook, state = load_state(ws, record)

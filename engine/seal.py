@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine import attestation, ledger
 from engine.config import Config
 from engine.errors import StateCorrupt
 from engine.evidence import (
@@ -27,7 +28,10 @@ from engine.evidence import (
     scan_chain,
     write_manifest,
 )
+from engine.keys import key_id, load_private
 from engine.redact import Redactor
+from engine.report import Account, render_reports
+from engine.secrets import engine_key
 
 
 def _write(path: Path, text: str) -> str:
@@ -43,8 +47,6 @@ _warned: list[str] = []
 
 def _warn_legacy_key(config: Config) -> None:
     """Say once per process that a set RUNBOOK_SIGNING_KEY no longer signs anything (never its value)."""
-    from engine.secrets import engine_key
-
     if not _warned and engine_key(config.signing_key_env):
         _warned.append(config.signing_key_env)
         print(f"runbook: {config.signing_key_env} is set, but HMAC signing is retired and this bundle is not "
@@ -56,10 +58,6 @@ def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> di
     """Write report.md and report.html for the closed event log in `directory`, record their sha256 (and the
     signer) in a final `bundle_sealed` event, write manifest.json and, with `signing.key`, attestation.dsse.json,
     then append the manifest's sha256 to the run ledger. Returns the manifest (its last_event_hash is the seal's)."""
-    from engine import attestation, ledger
-    from engine.keys import key_id, load_private
-    from engine.report import Account, render_reports
-
     built = Account()
     chain = scan_chain(directory / EVENTS, keep=False, each=built.add)
     if chain.last_hash != last_hash or chain.count != seq:

@@ -17,19 +17,25 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from engine import __version__, driver, signals
+from engine import __version__, driver, idempotency, locks, records, secrets, signals
+from engine.approvals import ApprovalBox
+from engine.builder import build_runbook
 from engine.config import Config
 from engine.errors import InvalidRunbook, LockNotAcquired, UnknownRun
 from engine.evidence import EventLog, utc_now
-from engine.interpreter import Finish, Interpreter, Pause, Services
+from engine.expressions import configure_limits
+from engine.interpreter import Finish, Interpreter, Pause, Reporter, Services
 from engine.library import Library
 from engine.loader import load_file
 from engine.model import Runbook, Step
+from engine.params import resolve_params
 from engine.plugins import Registry, load_registry
 from engine.redact import Redactor
 from engine.runs import RunRecord, RunStore, new_run_id
+from engine.seal import seal_bundle
+from engine.validate import check
 from engine.vocabulary import Mode, Outcome, RunStatus
 
 VALIDATION_RULES = 2  # bump when validation gets stricter: files proven valid before are checked again
@@ -92,6 +98,13 @@ class Holding:
             log.record(type_, step, data)
 
 
+class RunReporter(Reporter, Protocol):
+    """The interpreter's reporter, also told how each run ended."""
+
+    def run_finished(self, result: RunResult) -> None:
+        """A run finished or paused."""
+
+
 class ResumeBlocked(Exception):
     """A resume could not start (lock held); the run stays as it was."""
 
@@ -117,16 +130,13 @@ def command_name() -> str:
 class Workspace:
     """One configuration: its library, plugins, run store, and the runs it starts."""
 
-    def __init__(self, config: Config, reporter: Any) -> None:
-        from engine import secrets
-
+    def __init__(self, config: Config, reporter: RunReporter) -> None:
         self.config = config
         self.reporter = reporter
         self.library = Library(config.runbook_paths)
         self.store = RunStore(config.state_dir)
         self._registry: Registry | None = None
         secrets.take_engine_keys(config)
-        from engine.expressions import configure_limits
 
         configure_limits(config.templates_timeout_s, config.templates_max_bytes)
 
@@ -145,10 +155,7 @@ class Workspace:
         doc = load_file(path)
         marker = self._cache_marker(doc.sha256)
         if marker.exists() and isinstance(doc.data, dict):
-            from engine.builder import build_runbook
-
             return build_runbook(doc.data, str(path), doc.sha256, doc.positions)
-        from engine.validate import check
 
         runbook = check(doc, self.registry, self.library)
         try:
@@ -168,8 +175,6 @@ class Workspace:
     def start(self, runbook: Runbook, params: dict[str, Any], options: RunOptions, *, trigger: Any = None,
               run_id: str | None = None, parent_run_id: str | None = None) -> RunResult:
         """Execute a runbook from its first step."""
-        from engine import idempotency, secrets
-
         run_id = run_id or new_run_id(runbook.name)
         operator = options.operator or default_operator()
         env = {name: os.environ.get(name, "") for name in runbook.env}
@@ -188,8 +193,6 @@ class Workspace:
     def _start_driven(self, runbook: Runbook, params: dict[str, Any], options: RunOptions, trigger: Any,
                       parent_run_id: str | None, run: dict[str, Any], env: dict[str, str], known: tuple[str, ...],
                       redactor: Redactor, key: str | None, holding: Holding) -> RunResult:
-        from engine import idempotency, secrets
-
         run_id, operator = run["id"], run["operator"]
         evidence_dir = self.config.evidence_dir / run_id
         log = EventLog(evidence_dir, redactor)
@@ -246,16 +249,12 @@ class Workspace:
                     env: dict[str, str], trigger: Any, options: RunOptions, secrets: tuple[str, ...],
                     holding: Holding) -> Interpreter:
         """The interpreter of one run, wired to this workspace's plugins, approvals and sub-runbooks."""
-        from engine.approvals import ApprovalBox
-
         box = ApprovalBox.of(self.config.state_dir, run["id"])
 
         def give_approval(step_id: str, decision: str, by: str, note: str | None, via: str) -> str:
             return box.give(step_id, decision, by, note, via)
 
         def before_mutation(step: Step) -> None:
-            from engine import idempotency
-
             claim = holding.claim
             if claim is not None and not claim.skip and run["mode"] == Mode.LIVE:
                 holder = idempotency.holder(claim)
@@ -286,8 +285,6 @@ class Workspace:
     def take_lock(self, runbook: Runbook, run_id: str, options: RunOptions, log: EventLog,
                   resuming: bool = False) -> Any:
         """The runbook's `lock:` for this run (None in dry-run); Finish (or ResumeBlocked) when not acquired."""
-        from engine import locks
-
         assert runbook.lock is not None
         lock_dir = self.config.state_dir / "locks"
         if options.mode == Mode.DRY_RUN:
@@ -311,8 +308,6 @@ class Workspace:
 
     def _call(self, step: Any, params: dict[str, Any], child_run_id: str, run: dict[str, Any],
               options: RunOptions) -> tuple[Outcome, str, str]:
-        from engine.params import resolve_params
-
         try:
             child = self.load(step.runbook)
             values = resolve_params(child, params, {})
@@ -329,8 +324,6 @@ class Workspace:
 
     def finish(self, record: RunRecord, log: EventLog, outcome: Outcome, message: str, holding: Holding) -> RunResult:
         """The run ended: release its lock and key, record the end, seal the bundle."""
-        from engine import idempotency, records
-
         message = log.redactor.text(message)
         if holding.lock is not None:
             holding.lock.release()
@@ -365,8 +358,6 @@ class Workspace:
         self._seal(record, log)
 
     def _seal(self, record: RunRecord, log: EventLog) -> None:
-        from engine.seal import seal_bundle
-
         log.close()
         manifest = seal_bundle(self.config, Path(record.evidence_dir), log.prev, log.seq)
         record.last_event_hash = manifest["last_event_hash"]
@@ -383,7 +374,7 @@ class Workspace:
     def approve(self, run_id: str, step_id: str, by: str, note: str | None, deny: bool,
                 via: str = "cli") -> dict[str, Any]:
         """Give an approval or denial for a run's approval step (engine.approvals)."""
-        from engine.approvals import approve
+        from engine.approve import approve
 
         return approve(self, run_id, step_id, by, note, deny, via)
 

@@ -8,19 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config
-from engine.errors import InvalidRunbook, Problem, UsageError
+from engine.console import make_console
+from engine.errors import ExpressionError, InvalidRunbook, Problem, UsageError
+from engine.library import Library
+from engine.serve.inbox import Inbox, inbox_path
 from engine.serve.rules import Rule, ServeSettings, load_settings, render_params
+from engine.session import Workspace
 
 
 def _settings(config: Config) -> ServeSettings:
-    from engine.library import Library
-
     return load_settings(config, Library(config.runbook_paths).names())
 
 
 def _inbox(config: Config) -> Any:
-    from engine.serve.inbox import Inbox, inbox_path
-
     path = inbox_path(config.state_dir)
     return Inbox(path) if path.exists() else None
 
@@ -90,9 +90,6 @@ def check(config: Config) -> int:
 
 
 def _param_problems(config: Config, settings: ServeSettings) -> list[Problem]:
-    from engine.console import make_console
-    from engine.session import Workspace
-
     ws = Workspace(config, make_console("json", False))
     problems: list[Problem] = []
     for rule in settings.rules:
@@ -112,8 +109,6 @@ def _param_problems(config: Config, settings: ServeSettings) -> list[Problem]:
 
 def test(config: Config, event_path: str, rule_name: str | None) -> int:
     """Print which rules would fire for an event file and with which params; start nothing. Exit 0."""
-    from engine.errors import ExpressionError
-
     settings = _settings(config)
     try:
         event = json.loads(Path(event_path).read_text(encoding="utf-8"))
@@ -166,8 +161,6 @@ def test(config: Config, event_path: str, rule_name: str | None) -> int:
 
 def reset(config: Config, rule_name: str, by: str, reason: str) -> int:
     """Close a rule's breaker; the reset (who, why, when) is recorded in serve's inbox. Exit 0."""
-    from engine.serve.inbox import Inbox, inbox_path
-
     settings = _settings(config)
     rule = settings.rule(rule_name)
     if rule is None:

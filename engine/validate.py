@@ -11,15 +11,21 @@ simple keywords).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import marshal
+import os
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from engine.builder import build_runbook, step_kind
 from engine.errors import ExpressionError, InvalidRunbook, Problem
 from engine.expressions import is_template, references, template_expressions
 from engine.library import Library
-from engine.loader import Document, Key
+from engine.loader import Document, Key, load_file
 from engine.model import (
     ActionStep,
     ApproveStep,
@@ -144,13 +150,6 @@ def compiled_check(schema: dict[str, Any]) -> Any:
     compiled code object is kept in a cache file keyed by the schema, python and fastjsonschema
     versions (engine/__pycache__, else the user's cache directory); a cache that cannot be read
     or written only costs the compilation."""
-    import hashlib
-    import json
-    import marshal
-    import os
-    import sys
-    from pathlib import Path
-
     import fastjsonschema
 
     text = json.dumps(schema, sort_keys=True, default=str)
@@ -541,8 +540,6 @@ _NOT_DRAFT7 = {"prefixItems", "$defs", "dependentRequired", "dependentSchemas", 
 def _schema_key(plugin: Any) -> str:
     """What the compiled checks of a plugin are cached under: its schema itself (an object's id is reused
     once the object is gone, so a new plugin could otherwise get another plugin's check)."""
-    import json
-
     return json.dumps(_plain(getattr(plugin, "params_schema", {}) or {}), sort_keys=True, default=repr)
 
 
@@ -578,8 +575,6 @@ def _params_fast_valid(plugin: Any, params: dict[str, Any]) -> bool:
 
 def _plain(value: Any) -> Any:
     """Mappings and sequences of a plugin's schema as dicts and lists."""
-    from collections.abc import Mapping
-
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -771,8 +766,6 @@ def _call_problems(doc: Document, runbook: Runbook, library: Library) -> list[Pr
 
 
 def _declared_params(library: Library, name: str) -> set[str] | None:
-    from engine.loader import load_file
-
     try:
         data = load_file(library.find(name)).data
     except InvalidRunbook:
@@ -784,7 +777,6 @@ def _declared_params(library: Library, name: str) -> set[str] | None:
 def _call_cycle(runbook: Runbook, library: Library) -> list[str] | None:
     import networkx as nx
 
-    from engine.loader import load_file
 
     graph = nx.DiGraph()
     todo = [(runbook.name, runbook)]

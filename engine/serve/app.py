@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,12 +21,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.config import Config
-from engine.errors import RunbookError
+from engine.console import make_console
+from engine.errors import RunbookError, UnknownRun
+from engine.evidence import read_events
+from engine.library import Library
+from engine.runs import effective_status
+from engine.serve import scheduler
 from engine.serve.inbox import Inbox, inbox_path
 from engine.serve.intake import GroupCommit, Intake, IntakeError
 from engine.serve.metrics import Metrics
-from engine.serve.rules import ServeSettings
+from engine.serve.rules import ServeSettings, load_settings
 from engine.serve.supervisor import Supervisor
+from engine.session import Workspace
 from engine.vocabulary import Outcome, RunStatus
 
 MAX_BODY = 1024 * 1024
@@ -42,9 +50,6 @@ class Server:
     """Everything one serve process holds: settings, inbox, intake, supervisor, metrics."""
 
     def __init__(self, config: Config, settings: ServeSettings) -> None:
-        from engine.console import make_console
-        from engine.session import Workspace
-
         self.config = config
         self.settings = settings
         self.inbox = Inbox(inbox_path(config.state_dir))
@@ -64,8 +69,6 @@ class Server:
 
     async def schedule_loop(self) -> None:
         """Fire due schedule rules about every quarter second."""
-        from engine.serve import scheduler
-
         while not self.supervisor.stopping:
             if scheduler.tick(self.schedules, self.inbox, self.intake):
                 self.supervisor.wake.set()
@@ -125,8 +128,6 @@ class Server:
 
     async def runs(self, request: Request) -> Response:
         """GET /runs: a JSON list of run records (as `runbook runs --output json`), filtered by ?status= ..."""
-        from engine.runs import effective_status
-
         self.identity(request)
         wanted = {k: request.query_params.get(k) for k in ("status", "runbook", "outcome")}
         out = []
@@ -137,8 +138,6 @@ class Server:
         return JSONResponse(out)
 
     def _known_run(self, run_id: str) -> Any:
-        from engine.errors import UnknownRun
-
         if not _RUN_ID.match(run_id):
             raise _HttpError(404, f"no run '{run_id}'")
         try:
@@ -148,11 +147,6 @@ class Server:
 
     async def run(self, request: Request) -> Response:
         """GET /runs/RUN_ID: the run record's fields, `events` (its evidence log) and `serve` (rule, state)."""
-        from pathlib import Path
-
-        from engine.evidence import read_events
-        from engine.runs import effective_status
-
         self.identity(request)
         record = self._known_run(request.path_params["run_id"])
         events_path = Path(record.evidence_dir) / "events.jsonl"
@@ -247,12 +241,9 @@ def create_app(config: Config, settings: ServeSettings) -> Starlette:
 def serve(config: Config, listen: str | None = None) -> int:
     """Run the server until SIGTERM or Ctrl-C; runs it drives are left resumable. Exit 0."""
     import signal
-    import sys
 
     import uvicorn
 
-    from engine.library import Library
-    from engine.serve.rules import load_settings
 
     settings = load_settings(config, Library(config.runbook_paths).names())
     host, _, port = (listen or settings.listen).rpartition(":")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import ExpressionError
 from engine.runs import new_run_id
 from engine.serve.inbox import Candidate, Inbox
 from engine.serve.rules import Rule, ServeSettings, render_params
@@ -152,8 +153,6 @@ class Intake:
                    fingerprint: str | None, starts_at: str | None, dedupe_key: str | None, group_key: str,
                    trigger: Any, source: str) -> tuple[Candidate, bool] | dict[str, Any]:
         """(candidate, kill switch engaged) to admit, or the answer when its params do not render."""
-        from engine.errors import ExpressionError
-
         try:
             params = render_params(rule, alert, event)
         except ExpressionError as exc:

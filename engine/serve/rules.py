@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config
-from engine.errors import InvalidRunbook, Problem
+from engine.errors import ExpressionError, InvalidRunbook, Problem
+from engine.expressions import references, render, template_expressions
 from engine.loader import Document, load_file
 from engine.model import parse_duration
 
@@ -424,9 +425,6 @@ def _calendar(raw: Any, key: tuple[Any, ...], located: _Located, label: str) -> 
 
 
 def _check_templates(params: dict[str, Any], key: tuple[Any, ...], located: _Located, label: str) -> None:
-    from engine.errors import ExpressionError
-    from engine.expressions import references, template_expressions
-
     for name, value in params.items():
         for source in template_expressions(value):
             try:
@@ -442,8 +440,6 @@ def _check_templates(params: dict[str, Any], key: tuple[Any, ...], located: _Loc
 
 def render_params(rule: Rule, alert: Any, event: Any) -> dict[str, Any]:
     """The rule's params rendered in the sandbox with `alert`, `event` and `rule`; ExpressionError on failure."""
-    from engine.expressions import render
-
     scope = {"alert": alert, "event": event, "rule": {"name": rule.name, "runbook": rule.runbook}}
     rendered = render(rule.params, scope)
     assert isinstance(rendered, dict)

@@ -154,9 +154,9 @@ def test_an_unsigned_approval_through_the_workspace_api_is_refused(ws: Workspace
     """What serve calls for POST /runs/RUN_ID/approve: no signature, so refused (serve answers 403)."""
     import pytest
 
-    from engine.approvals import ApprovalRefused
     from engine.config import load_config
     from engine.console import QuietConsole
+    from engine.errors import ApprovalRefused
     from engine.session import Workspace as Engine
 
     run_id = signed(ws)
