@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from engine.plugins import Plan, StepContext
 from transports.http import HEADERS, TIMEOUT, URL, fetch, safe_url
 from transports.util import effective_timeout
-
-_CREDENTIAL = re.compile(r"auth|cookie|token|secret|key|sign|pass", re.IGNORECASE)
-
-
-def redact_headers(headers: Mapping[str, str], secrets: tuple[str, ...] = ()) -> dict[str, str]:
-    """Headers with credential-looking values (by name, or equal to a known secret) shown as '***'."""
-    return {
-        k: "***" if _CREDENTIAL.search(k) and k.lower() != "idempotency-key" or v in secrets else v
-        for k, v in headers.items()
-    }
-
-
-def redact_text(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` with every known secret value replaced by '***'."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 class HttpRequest:
@@ -90,14 +71,14 @@ class HttpRequest:
     def plan(self, params: Mapping[str, Any], ctx: StepContext) -> Plan:
         """Method, URL, headers (credentials as '***') and body."""
         headers, body = self._request(params, ctx)
-        url = redact_text(safe_url(params["url"]), ctx.secrets)
+        url = ctx.redact(safe_url(params["url"]))
         return Plan(
             summary=f"{params['method']} {url}",
             details={
                 "method": params["method"],
                 "url": url,
-                "headers": redact_headers(headers, ctx.secrets),
-                "body": redact_text(body.decode(), ctx.secrets) if body is not None else None,
+                "headers": ctx.redact_headers(headers),
+                "body": ctx.redact(body.decode()) if body is not None else None,
             },
         )
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol, overload, runtime_checkable
 from engine.errors import InvalidRunbook, PluginError, Problem
 from engine.evidence import sha256_file
 from engine.model import DURATION_EXAMPLES, DURATION_PATTERN, parse_duration
+from engine.redact import Redactor
 from engine.runs import process_alive
 
 __all__ = [
@@ -83,6 +84,14 @@ class StepContext:
         """A path from the runbook, relative to the run's working directory."""
         p = Path(path)
         return p if p.is_absolute() else self.workdir / p
+
+    def redact(self, text: str) -> str:
+        """`text` as the evidence will hold it: the run's secrets and credential-looking text as '***'."""
+        return Redactor(self.secrets).text(text)
+
+    def redact_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """HTTP headers as a plan may show them: credential headers and secret values as '***'."""
+        return Redactor(self.secrets).headers(headers)
 
 
 @runtime_checkable

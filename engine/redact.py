@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MASK = "***"
@@ -14,6 +14,10 @@ _SECRET_KEY = re.compile(
     r"(?i)(passw(or)?d|passwd|secret|api[_-]?key|apikey|authorization|private[_-]?key|access[_-]?key|"
     r"access[_-]?token|auth[_-]?token|refresh[_-]?token|bearer|credential|session[_-]?token)"
 )
+# HTTP header names that carry credentials (Authorization, Cookie, X-MBX-APIKEY, X-Signature, ...); an
+# Idempotency-Key is the run's token, not a credential.
+_CREDENTIAL_HEADER = re.compile(r"(?i)auth|cookie|token|secret|key|sign|pass")
+_NOT_CREDENTIAL_HEADERS = frozenset({"idempotency-key"})
 _CREDENTIAL_PATTERNS = [
     re.compile(r"(?i)\b((?:[a-z0-9]+[_-])*(?:passw(?:or)?d|passwd|secret|api[_-]?key|apikey|private[_-]?key|"
                r"access[_-]?key|access[_-]?token|auth[_-]?token|refresh[_-]?token|credential)s?)"
@@ -38,6 +42,11 @@ def register(secrets: Iterable[str]) -> None:
 def credential_name(name: str) -> bool:
     """True for a name that holds a credential (`api_key`, `password`, `auth_token`, ...)."""
     return bool(_SECRET_KEY.search(name))
+
+
+def credential_header(name: str) -> bool:
+    """True for an HTTP header whose value is a credential (`Authorization`, `Cookie`, `X-Api-Key`, ...)."""
+    return bool(_CREDENTIAL_HEADER.search(name)) and name.lower() not in _NOT_CREDENTIAL_HEADERS
 
 
 def encodings(secret: str) -> list[str]:
@@ -79,6 +88,10 @@ class Redactor:
         for pattern in _CREDENTIAL_PATTERNS:
             value = pattern.sub(_mask_match, value)
         return value
+
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """HTTP headers as they may be shown: a credential header's value, or any secret in a value, masked."""
+        return {name: MASK if credential_header(name) else self.text(value) for name, value in headers.items()}
 
     def data(self, value: Any) -> Any:
         """A JSON-ready copy of `value`: secrets masked, keys made strings, tuples made lists."""

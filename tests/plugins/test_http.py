@@ -111,9 +111,12 @@ def test_request_plan_redacts_credentials(ctx: StepContext, http_server: Any) ->
             "Authorization": "Bearer abc",
             "X-MBX-APIKEY": "k",
             "X-Trace": "sk-live-123",
+            "Cookie": "session=s1",
+            "X-Signature": "f00d",
+            "Idempotency-Key": "run-1:step_a:1",
             "Accept": "text/plain",
         },
-        "body": "reason=sk-live-123",
+        "body": "reason=sk-live-123&password=hunter22",
     }
     plan = HttpRequest().plan(params, secret_ctx)
     assert plan.summary == f"DELETE {http_server.url}/orders/7"
@@ -121,9 +124,12 @@ def test_request_plan_redacts_credentials(ctx: StepContext, http_server: Any) ->
         "Authorization": "***",
         "X-MBX-APIKEY": "***",
         "X-Trace": "***",
+        "Cookie": "***",
+        "X-Signature": "***",
+        "Idempotency-Key": "run-1:step_a:1",
         "Accept": "text/plain",
     }
-    assert plan.details["body"] == "reason=***"
+    assert plan.details["body"] == "reason=***&password=***"
     dumped = json.dumps(plan.details)
     assert "abc" not in dumped and "sk-live-123" not in dumped
     assert http_server.requests == []  # planning sends nothing
