@@ -38,6 +38,19 @@ class Sample:
         return {"median_s": self.median, "min_s": self.min, "runs_s": self.times}
 
 
+def spawn_floor(ws: Path, n: int = 300, runs: int = 5) -> Sample:
+    """Seconds per Popen(/bin/true) + communicate() with pipes in a new session: a shell step's floor."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(n):
+            proc = subprocess.Popen(["/bin/true"], cwd=ws, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True, close_fds=False)
+            proc.communicate()
+        times.append((time.perf_counter() - start) / n)
+    return Sample(times)
+
+
 class BenchError(RuntimeError):
     """A benchmarked command failed (wrong exit code)."""
 

@@ -39,6 +39,7 @@ from bench_util import (  # noqa: E402
     per_step,
     repeat,
     shell_steps,
+    spawn_floor,
     write_runbook,
 )
 
@@ -225,17 +226,9 @@ PROFILES = {"run noop-1000": ["run", "noop-1000"], "run shell-1000": ["run", "sh
             "validate big-10000": ["validate", "runbooks/big-10000.yaml"]}
 
 
-def spawn_floor(ws: Path, n: int = 300, runs: int = 5) -> dict[str, Any]:
-    """The floor of a shell step: Popen(/bin/true) with piped stdout/stderr in a new session, then wait."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(n):
-            proc = subprocess.Popen(["/bin/true"], cwd=ws, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True, close_fds=False)
-            proc.communicate()
-        times.append((time.perf_counter() - start) / n)
-    sample = Sample(times)
+def spawn_figures(ws: Path, n: int = 300, runs: int = 5) -> dict[str, Any]:
+    """The spawn floor (bench_util.spawn_floor) as JSON-ready figures."""
+    sample = spawn_floor(ws, n, runs)
     return {"spawns": n, "per_spawn_median_s": sample.median, "per_spawn_min_s": sample.min}
 
 
@@ -364,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         fig["steps"] = bench_steps(runbook, ws, args.runs)
         log("bare loop floor")
         fig["bare_loop"] = bare_loop(ws, 1000, args.runs)
-        fig["spawn_floor"] = spawn_floor(ws, 300, args.runs)
+        fig["spawn_floor"] = spawn_figures(ws, 300, args.runs)
         log("validate a generated 10,000-step runbook")
         fig["validate_big"] = bench_validate_big(runbook, ws, args.runs)
         fig["evidence"] = bench_evidence(runbook, ws, args.runs)

@@ -41,6 +41,7 @@ from bench_util import (  # noqa: E402
     new_workspace,
     noop_steps,
     shell_steps,
+    spawn_floor,
     write_runbook,
 )
 
@@ -146,19 +147,6 @@ def python_pass(python: Path, ws: Path, count: int = 9) -> float:
     env = bench_env()
     run_proc([str(python), "-c", "pass"], ws, env)
     return med([run_proc([str(python), "-c", "pass"], ws, env).seconds for _ in range(count)])
-
-
-def spawn_floor(ws: Path, n: int = 300, runs: int = 5) -> float:
-    """Median seconds of Popen(/bin/true) + communicate() with pipes and a new session (a shell step's floor)."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(n):
-            proc = subprocess.Popen(["/bin/true"], cwd=ws, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True, close_fds=False)
-            proc.communicate()
-        times.append((time.perf_counter() - start) / n)
-    return med(times)
 
 
 def ensure_chaos() -> str | None:
@@ -418,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                            "shell": per_step(procs["engine shell-1000"], procs["engine shell-10"], STEPS[1000], 10),
                            "chaos-noop": per_step(procs["chaos noop-1000"], procs["chaos first-run"], 1000, 1)}
         log("spawn floor")
-        fig["spawn_floor_s"] = spawn_floor(ws)
+        fig["spawn_floor_s"] = spawn_floor(ws).median
         log("memory: 10,000 steps returning 4 KB")
         fig["memory"] = memory(runbook, ws, runs)
         log("validate 10,000 steps")
