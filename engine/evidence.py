@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -396,19 +396,33 @@ def _read_manifest(path: Path, chain: Chain) -> dict[str, Any]:
     return manifest
 
 
+def first_difference(listed: Mapping[str, Any], present: Mapping[str, str]) -> tuple[str, str] | None:
+    """The first file (by name) where a signed or listed sha256 map and the bundle's files disagree.
+
+    Returns (name, "missing" | "added" | "modified"), or None when they are the same.
+    """
+    for name in sorted(set(listed) | set(present)):
+        if name not in present:
+            return name, "missing"
+        if name not in listed:
+            return name, "added"
+        if listed[name] != present[name]:
+            return name, "modified"
+    return None
+
+
 def _check_files(directory: Path, chain: Chain, manifest: dict[str, Any], present: dict[str, str]) -> None:
     """Artifacts match their events; the manifest lists exactly the files there are; no file is unaccounted for."""
     problem = _artifact_problem(directory, chain, present)
     if problem:
         raise StateCorrupt(problem)
-    listed = manifest["files"]
-    for name in sorted(set(listed) | set(present)):
-        if name not in present:
-            raise StateCorrupt(f"{directory / name}: file listed in the manifest is missing")
-        if name not in listed:
-            raise StateCorrupt(f"{directory / name}: file is not listed in the manifest (added after the run)")
-        if listed[name] != present[name]:
-            raise StateCorrupt(f"{directory / name}: file was modified (sha256 differs from the manifest)")
+    difference = first_difference(manifest["files"], present)
+    if difference:
+        name, kind = difference
+        raise StateCorrupt(f"{directory / name}: " + {
+            "missing": "file listed in the manifest is missing",
+            "added": "file is not listed in the manifest (added after the run)",
+            "modified": "file was modified (sha256 differs from the manifest)"}[kind])
     for name in REQUIRED:
         if name not in present:
             raise StateCorrupt(f"{directory / name}: missing from the bundle")
