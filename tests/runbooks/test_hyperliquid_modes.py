@@ -20,21 +20,26 @@ def start(sim: Any, mode: str, *args: str) -> subprocess.Popen[str]:
 
 
 def at_step(sim: Any, step: str, deadline_s: float = 60) -> None:
-    """Poll the run's event log (deadline) until `step` has started."""
+    """Poll the runs' event logs (deadline) until `step` is in progress in one of them."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         for bundle in sim.evidence_dirs():
             events = bundle / "events.jsonl"
-            if events.exists() and any(
-                    e.get("type") == "step_started" and e.get("step") == step
-                    for e in map(json.loads, events.read_text().splitlines())):
+            kinds = [e.get("type") for e in map(json.loads, events.read_text().splitlines())
+                     if e.get("step") == step] if events.exists() else []
+            if kinds and kinds[-1] == "step_started":
                 return
         time.sleep(0.05)
     raise AssertionError(f"the run never reached {step}")
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, dict[str, Any]]:
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert out.strip(), err
     return proc.returncode, json.loads(out)
 
@@ -87,3 +92,35 @@ def test_dry_run_mode_cursor_need_not_advance(sim):
                              "--param", "cursor_advance_timeout=1s", env=ENV)
     assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
     assert "cursor did not advance (not required in dry-run)" in doc["message"]
+
+
+# -- go-no-go: end-to-end flow in the target mode, dated integration test records ---------------
+
+
+def test_go_no_go_is_no_go_when_the_flow_fails_in_the_target_mode(sim):
+    safe(sim)
+    code, doc = scenario.run(sim, "hyperliquid", "go-no-go", "--param", "target_mode=backfill-only",
+                             "--param", "flow_timeout=1s", env=ENV)
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT"), doc["message"]
+    assert "did not validate end-to-end in backfill-only mode" in doc["message"]
+    assert "cursor did not advance" in doc["message"]
+    assert scenario.verified(sim, doc)
+
+
+def test_go_no_go_goes_in_backfill_only_when_the_cursor_advances(sim):
+    safe(sim)
+    proc = sim.popen("run", "go-no-go", "--params-file", sim.profile("hyperliquid"), "--no-input", "--output",
+                     "json", "--param", "target_mode=backfill-only", env=ENV)
+    at_step(sim, "cursor_advanced")
+    assert sim.simcore("tick").code == 0
+    code, doc = finish(proc)
+    assert (code, doc["outcome"]) == (12, "PAUSED") and doc["waiting_for"]["step"] == "review", doc
+    assert doc["steps"]["flow_e2e"]["status"] == "ok"
+
+
+def test_go_no_go_needs_a_date_on_every_integration_test_record(sim):
+    plan = sim.root / "core/docs/TEST_PLAN.md"
+    plan.write_text(plan.read_text() + "| | integration: kill switch | PASS |\n")
+    code, doc = scenario.run(sim, "hyperliquid", "go-no-go", env=ENV)
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT"), doc["message"]
+    assert "integration tests" in doc["message"] and doc["steps"]["integration_tests_dated"]["status"] == "failed"
