@@ -22,8 +22,9 @@ from typing import Any, TextIO
 
 from engine.evidence import iter_events, read_events
 from engine.redact import mask
+from engine.vocabulary import Mode, StepStatus
 
-_SYMBOL = {"ok": "ok", "failed": "FAIL", "skipped": "skip", "planned": "plan"}
+_SYMBOL = {StepStatus.OK: "ok", StepStatus.FAILED: "FAIL", StepStatus.SKIPPED: "skip", StepStatus.PLANNED: "plan"}
 _CHOICES = {"r": "run", "s": "skip", "a": "abort", "d": "details"}
 PREVIEW_LINES = 40  # rendered params and diffs longer than this are cut in the preview (`details` shows all)
 
@@ -85,7 +86,7 @@ class _Recap:
         if event["type"] != "step_finished" or not data.get("final", True) or "outcome" in data:
             return  # an item or retry, or an end step
         status = data.get("status")
-        if status == "ok" and self.mutates.get(event["step"]) and _changed(data.get("result")):
+        if status == StepStatus.OK and self.mutates.get(event["step"]) and _changed(data.get("result")):
             self.counts["changed"] += 1
         elif status in self.counts:
             self.counts[str(status)] += 1
@@ -121,9 +122,9 @@ def run_story(evidence_dir: Path) -> dict[str, Any]:
             started.pop(step, None)
             if data.get("rollback"):
                 rollbacks.append((step, str(data.get("status")), data.get("error")))
-            elif data.get("status") == "ok" and data.get("rollback_push"):
+            elif data.get("status") == StepStatus.OK and data.get("rollback_push"):
                 undone[str(data["rollback_push"])] = step
-            if data.get("status") == "ok" and not data.get("rollback") and step in mutates \
+            if data.get("status") == StepStatus.OK and not data.get("rollback") and step in mutates \
                     and _changed(data.get("result")) and step not in changed:
                 changed.append(step)
     return {"recap": counted.counts, "changed": changed, "undone": undone, "rollbacks": rollbacks,
@@ -153,14 +154,14 @@ def explain(result: Any, story: dict[str, Any] | None) -> list[str]:
         for step, status, error in story["rollbacks"]:
             of = story["undone"].get(step)
             told.append(f"{step}{f' (undoes {of})' if of else ''} {_SYMBOL.get(status, status)}"
-                        + (f": {error}" if error and status == "failed" else ""))
+                        + (f": {error}" if error and status == StepStatus.FAILED else ""))
         lines.append("rollbacks: " + "; ".join(told))
-        failed = [step for step, status, _ in story["rollbacks"] if status != "ok"]
+        failed = [step for step, status, _ in story["rollbacks"] if status != StepStatus.OK]
         if failed:
             lines.append(f"state: rollback {', '.join(failed)} failed: the system may be partly changed; check it by hand")
         else:
             lines.append("state: every rollback ran ok; the changes they undo are reverted")
-    elif outcome not in ("SUCCESS", "PAUSED") and result.mode == "live":
+    elif outcome not in ("SUCCESS", "PAUSED") and result.mode == Mode.LIVE:
         kept = [step for step in story["changed"]]
         if kept:
             lines.append(f"state: no rollback ran; the changes of {', '.join(kept)} stay in place")
@@ -304,11 +305,11 @@ class PlainConsole:
         if getattr(step, "kind", None) == "call":
             self._close_call(step.id)
         detail = f": {self._once(result.error)}" if result.error else ""
-        if result.status == "failed" and getattr(step, "kind", None) == "wait" and isinstance(result.result, dict) \
+        if result.status == StepStatus.FAILED and getattr(step, "kind", None) == "wait" and isinstance(result.result, dict) \
                 and "polls" in result.result:
             detail = f": timed out{detail}"
         self._remember(result.error)
-        plans = _plans(result.result) if result.status == "planned" else []
+        plans = _plans(result.result) if result.status == StepStatus.PLANNED else []
         if len(plans) == 1:
             detail = f": would {plans[0].get('summary')}"
         elif plans:

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.evidence import EVENTS, manifest_fields, scan_chain, verify_bundle
 from engine.report import account
+from engine.vocabulary import StepStatus
 
 TO_WRITE = "_(to be written)_"
 
@@ -53,9 +54,9 @@ def _timeline(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
             status = data.get("status")
             if data.get("rollback"):
                 rows.append((event["ts"], f"Rollback `{step}`: {status}"))
-            elif status == "failed":
+            elif status == StepStatus.FAILED:
                 rows.append((event["ts"], f"Step `{step}` failed: {data.get('error')}"))
-            elif kinds.get(step) == "action" and status in ("ok", "planned"):
+            elif kinds.get(step) == "action" and status in (StepStatus.OK, StepStatus.PLANNED):
                 rows.append((event["ts"], f"Action `{step}` {'done' if status == 'ok' else 'planned (dry-run)'}"))
         elif kind == "approval_requested":
             rows.append((event["ts"], f"Approval requested at `{step}`: {data.get('prompt')}"))
@@ -78,7 +79,7 @@ def render(directory: Path) -> str:
     chain = scan_chain(directory / EVENTS)
     fields = manifest_fields(chain)
     model = account(fields, chain.events, summary["signature"]["keyid"])
-    done = [c for c in model["changed"] if c["status"] == "ok"]
+    done = [c for c in model["changed"] if c["status"] == StepStatus.OK]
     impact = "; ".join(f"{c['step']}: {c['what']}" for c in done) or "no change made by the runbook"
     lines = [f"# Post-Mortem: {fields['runbook']} (run {fields['run_id']})", "",
              f"Filled from the evidence bundle `{directory.name}` (verified intact: {summary['events']} records, "

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.vocabulary import StepStatus
+
 STEP_VIEW_KEYS = ("status", "ok", "result", "attempts", "duration_s", "error")
 RELEASED = "<released: no template of this runbook reads it; the result is in events.jsonl>"
 
@@ -101,7 +103,7 @@ def _step_finished(state: RunState, step: str, data: dict[str, Any]) -> None:
     view = {k: data.get(k) for k in STEP_VIEW_KEYS}
     if state.kept is not None and step not in state.kept and view["result"] is not None:
         view["result"] = RELEASED
-    elif view["status"] == "planned" and isinstance(view["result"], dict):
+    elif view["status"] == StepStatus.PLANNED and isinstance(view["result"], dict):
         view["result"] = PlannedResult(step, view["result"])
     state.steps[step] = view
     if data.get("rollback"):

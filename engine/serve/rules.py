@@ -20,6 +20,7 @@ from engine.errors import ExpressionError, InvalidRunbook, Problem
 from engine.expressions import references, render, template_expressions
 from engine.loader import Document, load_file
 from engine.model import parse_duration
+from engine.vocabulary import Mode
 
 _KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -97,7 +98,7 @@ class Rule:
     cooldown_s: float = 0.0
     max_runs: tuple[int, float] | None = None
     breaker: tuple[int, float] | None = None
-    mode: str = "live"
+    mode: str = Mode.LIVE
     safe_in_halt: bool = False
     allow: tuple[str, ...] | None = None
     cron: str | None = None
@@ -308,8 +309,8 @@ def _rule(item: Any, key: tuple[Any, ...], located: _Located, library_names: set
     for what in ("max_runs", "breaker"):
         if what in item:
             fields[what] = _pair(item[what], key + (what,), what, located, label)
-    mode = item.get("mode", "live")
-    if mode not in ("live", "dry-run"):
+    mode = item.get("mode", Mode.LIVE)
+    if mode not in tuple(Mode):
         located.add(key + ("mode",), f"mode: expected live or dry-run, got {mode!r}", label)
     fields["mode"] = mode
     safe = item.get("safe_in_halt", False)
