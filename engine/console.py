@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.evidence import iter_events, read_events
+from engine.prompt import ask_line
 from engine.redact import mask
 from engine.vocabulary import Mode, StepStatus
 
@@ -199,9 +200,9 @@ def next_commands(result: Any, story: dict[str, Any] | None) -> list[str]:
                 out.append(f"runbook status {child}   (the paused sub-runbook; then: runbook resume {run_id})")
         else:
             open_approvals = [step for step, step_kind in (story or {}).get("open", []) if step_kind == "approve"]
-            if open_approvals:
-                out.append(f"runbook approve {run_id} {open_approvals[-1]} --by NAME [--deny]   "
-                           f"(or answer it again at: runbook resume {run_id})")
+            if open_approvals:  # stopped before the approval was asked: resume asks it again
+                out.append(f"runbook resume {run_id}   (asks for the approval of {open_approvals[-1]} again; "
+                           f"with --no-input it pauses for runbook approve)")
             else:
                 out.append(f"runbook resume {run_id}")
         out.append(f"runbook status {run_id}   |   end it: runbook cancel {run_id} --by NAME --reason TEXT")
@@ -400,7 +401,7 @@ class PlainConsole:
         self.show_preview(step, preview)
         while True:
             try:
-                answer = input("run / skip / abort / details? [r/s/a/d] ").strip().lower()[:1]
+                answer = ask_line("run / skip / abort / details? [r/s/a/d] ").strip().lower()[:1]
             except EOFError:
                 return "abort"
             choice = _CHOICES.get(answer)
@@ -423,18 +424,18 @@ class PlainConsole:
             self._line(f"  four-eyes: someone other than {operator} must approve")
         by = operator
         if step.approvers or step.four_eyes:
-            by = input("approver name: ").strip()
+            by = ask_line("approver name: ").strip()
         refused = refusal(by)
         if refused:
             return {"by": by, "refused": refused}
         while True:
-            answer = input("approve / deny / pause? [a/d/P] ").strip().lower()[:1]
+            answer = ask_line("approve / deny / pause? [a/d/P] ").strip().lower()[:1]
             choice = {"a": "approved", "y": "approved", "d": "denied", "n": "denied", "p": "pause", "": "pause"}.get(answer)
             if choice:
                 break
         if choice == "pause":
             return {"by": by, "decision": "pause"}
-        note = input("note (optional): ").strip() or None
+        note = ask_line("note (optional): ").strip() or None
         return {"decision": choice, "by": by, "note": note}
 
 

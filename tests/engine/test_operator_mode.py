@@ -6,9 +6,12 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 from collections.abc import Callable
+
+import pytest
 
 from tests.conftest import RUNBOOK, Workspace
 
@@ -37,15 +40,18 @@ Answer = str | Callable[[], str | None]
 
 
 def drive(ws: Workspace, args: list[str], answers: list[tuple[str, Answer]], timeout: float = 30,
-          env: dict[str, str] | None = None) -> tuple[int, str]:
+          env: dict[str, str] | None = None, started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+          ) -> tuple[int, str]:
     """Run the CLI on a pty; whenever `prompt` text appears, type `answer`. Returns (exit code, screen).
 
     An answer may be a function: it is called when its text appears (to act on the world), and what it
-    returns, if anything, is typed.
+    returns, if anything, is typed. `started` is given the process as soon as it runs.
     """
     master, slave = pty.openpty()
     proc = subprocess.Popen([RUNBOOK, *args], cwd=ws.root, stdin=slave, stdout=slave, stderr=slave,
                             env={**ws.env(), "TERM": "dumb", "COLUMNS": "120", **(env or {})}, close_fds=True)
+    if started:
+        started(proc)
     os.close(slave)
     screen, pending, answered_upto = "", list(answers), 0
     deadline = time.monotonic() + timeout
@@ -117,6 +123,40 @@ def test_closing_the_terminal_at_an_approval_pauses_the_run(ws: Workspace) -> No
     events = [json.loads(line) for line in (bundle / "events.jsonl").read_text().splitlines()]
     assert not [e for e in events if e["type"] == "approval"]
     assert [e["step"] for e in events if e["type"] == "approval_requested"] == ["gate"]
+
+
+@pytest.mark.parametrize("prompt", ["approver name: ", "approve / deny / pause?", "note (optional): "])
+def test_ctrl_c_at_an_approval_prompt_pauses_the_run(ws: Workspace, prompt: str) -> None:
+    """Ctrl-C (SIGINT, as the terminal sends it) at any of the approval's prompts stops the run at once, even
+    when it lands as the prompt appears (engine/prompt.py): nothing approved, exit 12, and the next step
+    shown (resume, which asks again) leads to completion."""
+    ws.runbook("guided", STEPS.replace('approve: {prompt: "Write the third file?"}',
+                                       'approve: {prompt: "Write the third file?", approvers: [alice]}'))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def interrupt() -> None:
+        procs[0].send_signal(signal.SIGINT)
+
+    answers: list[tuple[str, Answer]] = {
+        "approver name: ": [("approver name: ", interrupt)],
+        "approve / deny / pause?": [("approver name: ", "alice"), ("approve / deny / pause?", interrupt)],
+        "note (optional): ": [("approver name: ", "alice"), ("approve / deny / pause?", "a"),
+                              ("note (optional): ", interrupt)],
+    }[prompt]
+    code, screen = drive(ws, ["run", "guided"], answers, started=procs.append)
+    assert code == 12, screen
+    assert "Traceback" not in screen and not (ws.root / "third.txt").exists()
+    bundle = ws.evidence_dirs()[-1]
+    events = [json.loads(line) for line in (bundle / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e["type"] == "approval"], screen
+    run_id = bundle.name
+    assert f"runbook resume {run_id}   (asks for the approval of gate again" in screen, screen
+    asked = ws.cli("resume", run_id, "--no-input")  # stopped before it was asked: now it is, and pauses
+    assert asked.code == 12, asked.text
+    assert ws.cli("approve", run_id, "gate", "--by", "alice").code == 0
+    resumed = ws.cli("resume", run_id, "--no-input")
+    assert resumed.code == 0, resumed.text
+    assert (ws.root / "third.txt").read_text() == "3"
 
 
 FOUR_EYES = STEPS.replace('approve: {prompt: "Write the third file?"}',
