@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,18 +41,6 @@ _NAN = re.compile(r"^\.(nan|NaN|NAN)$")
 
 _TAG = "tag:yaml.org,2002:"
 _PLAIN = "tag:runbook-engine,2026:plain"
-
-
-class _ComposeOnly(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Composes nodes without YAML 1.1 implicit typing (the loader resolves scalars itself)."""
-
-    yaml_implicit_resolvers: dict[str, Any] = {}
-
-    def resolve(self, kind: type, value: str | None, implicit: tuple[bool, bool]) -> str:
-        """Untagged plain scalars get a private tag so an explicit `!!str` can be told apart."""
-        if kind is yaml.ScalarNode and implicit[0]:
-            return _PLAIN
-        return str(super().resolve(kind, value, implicit))
 
 
 @dataclass
@@ -100,10 +89,9 @@ def load_text(raw: bytes | str, path: str = "<string>") -> Document:
         raise InvalidRunbook([Problem(path, 1, 1, None,
             f"file is {len(data_bytes)} bytes (expected at most {MAX_FILE_BYTES} bytes)")])
     text = _decode(data_bytes, path)
+    doc = Document(path=path, data=None, sha256=digest, text=text)
     try:
-        if len(text) > _PRESCAN_ABOVE_BYTES:
-            _count_events(text, path)
-        node = yaml.compose(text, Loader=_ComposeOnly)
+        doc.data = _Reader(doc, len(text) > _PRESCAN_ABOVE_BYTES).read(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -120,17 +108,6 @@ def load_text(raw: bytes | str, path: str = "<string>") -> Document:
         raise InvalidRunbook([Problem(path, 1, 1, None, f"YAML error: {exc}")]) from None
     except RecursionError:
         raise InvalidRunbook([Problem(path, 1, 1, None, "YAML nested too deeply (expected a shallower document)")]) from None
-    doc = Document(path=path, data=None, sha256=digest, text=text)
-    if node is None:
-        return doc
-    _check_expansion(node, path)
-    builder = _Builder(doc)
-    try:
-        doc.data = builder.build(node, ())
-    except RecursionError:
-        raise InvalidRunbook([Problem(path, 1, 1, None, "YAML nested too deeply (expected a shallower document)")]) from None
-    if builder.problems:
-        raise InvalidRunbook(builder.problems)
     return doc
 
 
@@ -156,139 +133,299 @@ def _line_col(text: str, position: int) -> tuple[int, int]:
     return line, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
-def _count_events(text: str, path: str) -> None:
-    """Refuse a document of more than MAX_NODES nodes before composing it."""
-    count = 0
-    for event in yaml.parse(text, Loader=_ComposeOnly):
-        count += isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent))
-        if count > MAX_NODES:
-            mark = event.start_mark
-            line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-            raise InvalidRunbook([Problem(path, line, col, None,
-                f"more than {MAX_NODES} YAML nodes (expected a smaller document)")])
+_Parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MAP, _SEQ, _STR, _MERGE = _TAG + "map", _TAG + "seq", _TAG + "str", _TAG + "merge"
+_EXPLICIT: dict[str, Callable[[str], Any]] = {
+    _TAG + "null": lambda v: None,
+    _TAG + "bool": lambda v: _bool(v),
+    _TAG + "int": lambda v: int(v, 0),
+    _TAG + "float": float,
+}
+_Totals = tuple[int, int, int]
 
 
-def _check_expansion(root: yaml.Node, path: str) -> None:
-    """Refuse a document nested deeper than MAX_DEPTH, or whose aliases expand to more than MAX_NODES nodes
-    or MAX_EXPANDED_BYTES of text.
+class _Frame:
+    """A collection being built: its value, its path (None: not built), and for a mapping the key whose value
+    comes next."""
 
-    Each collection is visited once (aliases share their node), so this is linear in the file.
+    __slots__ = ("value", "path", "is_map", "expect_key", "name", "skip_value")
+
+    def __init__(self, value: Any, path: Key | None, is_map: bool) -> None:
+        self.value, self.path, self.is_map = value, path, is_map
+        self.expect_key, self.name, self.skip_value = True, "", False
+
+
+class _Reader:
+    """One pass over the YAML event stream: counts nodes, checks anchors, depth and what aliases expand to,
+    and builds the values with the position of every node.
+
+    Each refusal is the one composing the node tree and walking it depth first (an alias counted as what
+    it expands to) would find first. Building stops once the totals so far make a refusal certain, so
+    aliases are expanded only while the whole document stays within MAX_NODES and MAX_EXPANDED_BYTES.
+    Syntax and anchor errors come first, in stream order; in a file above _PRESCAN_ABOVE_BYTES the
+    node count and the syntax of the whole stream are checked before anchor errors.
     """
-    if isinstance(root, yaml.ScalarNode):
-        return
-    done: dict[int, tuple[int, int, int]] = {}
-    open_nodes = {id(root)}
-    # each frame: the collection, an iterator over its children, and [nodes, bytes, depth] so far
-    stack: list[tuple[yaml.Node, Any, list[int]]] = [(root, iter(_children(root)), [1, 0, 0])]
-    while stack:
-        node, children, acc = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            open_nodes.discard(id(node))
-            totals = (acc[0], acc[1], acc[2] + 1)
-            done[id(node)] = totals
-            if totals[2] > MAX_DEPTH:
-                _refuse(path, node, f"nested more than {MAX_DEPTH} levels deep (expected a shallower document)")
-            if totals[0] > MAX_NODES:
-                _refuse(path, node, f"aliases expand to more than {MAX_NODES} YAML nodes (expected a smaller document)")
-            if totals[1] > MAX_EXPANDED_BYTES:
-                _refuse(path, node, f"aliases expand to more than {MAX_EXPANDED_BYTES} bytes of text "
-                                    f"(expected a smaller document)")
-            if stack:
-                _add(stack[-1][2], totals)
-        elif isinstance(child, yaml.ScalarNode):
-            _add(acc, (1, len(child.value), 1))
-        elif id(child) in done:
-            _add(acc, done[id(child)])
-        elif id(child) in open_nodes:
-            _refuse(path, child, "an alias refers to its own anchor (expected a finite document)")
-        else:
-            open_nodes.add(id(child))
-            stack.append((child, iter(_children(child)), [1, 0, 0]))
 
-
-def _add(acc: list[int], totals: tuple[int, int, int]) -> None:
-    acc[0] += totals[0]
-    acc[1] += totals[1]
-    acc[2] = max(acc[2], totals[2])
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _refuse(path: str, node: yaml.Node, message: str) -> None:
-    raise InvalidRunbook([Problem(path, node.start_mark.line + 1, node.start_mark.column + 1, None, message)])
-
-
-class _Builder:
-    def __init__(self, doc: Document) -> None:
-        self.doc = doc
+    def __init__(self, doc: Document, big: bool) -> None:
+        self.path, self.big, self.positions = doc.path, big, doc.positions
         self.problems: list[Problem] = []
-        self.count = 0
+        self.kept: list[Any] = []
+        self.recording = 0
+        self.anchor_mark: dict[str, Any] = {}
+        self.anchor_start: dict[str, int] = {}
+        self.anchor_end: dict[str, int] = {}
+        self.anchor_totals: dict[str, _Totals] = {}
+        self.open: list[tuple[Any, list[int]]] = []
+        self.frames: list[_Frame] = []
+        self.expanded = [0, 0]
+        self.composer_error: yaml.MarkedYAMLError | None = None
+        self.refusal: Problem | None = None
+        self.building = True
+        self.root: Any = None
+        self.root_event: Any = None
 
-    def build(self, node: yaml.Node, key: Key) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise InvalidRunbook([Problem(self.doc.path, node.start_mark.line + 1, node.start_mark.column + 1,
-                None, f"more than {MAX_NODES} YAML nodes (alias expansion?)")])
-        self.doc.positions.setdefault(key, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if not isinstance(node, yaml.ScalarNode) and node.tag not in (_TAG + "map", _TAG + "seq"):
-            self._flag(node, f"unsupported YAML tag {node.tag} (expected plain mappings and lists)")
-            return None
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, key)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(child, key + (i,)) for i, child in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        return self._scalar(node)
+    def read(self, text: str) -> Any:
+        """The document's value; InvalidRunbook for a refusal or problems, a yaml error for bad syntax."""
+        parser = _Parser(text)
+        try:
+            self._stream(parser.get_event)
+        finally:
+            parser.dispose()
+        if self.composer_error is not None:
+            raise self.composer_error
+        if self.refusal is not None:
+            raise InvalidRunbook([self.refusal])
+        if self.problems:
+            raise InvalidRunbook(self.problems)
+        return self.root
 
-    def _mapping(self, node: yaml.MappingNode, key: Key) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _TAG + "merge" or (isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and not key_node.style):
-                self._flag(key_node, "YAML merge keys (<<) are not supported (expected plain keys)")
+    def _stream(self, get: Callable[[], Any]) -> None:
+        kept, count, documents = self.kept, 0, 0
+        while True:
+            event = get()
+            kind = type(event)
+            if kind is yaml.ScalarEvent or kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                count += 1
+                if count > MAX_NODES and self.big:
+                    mark = event.start_mark
+                    raise InvalidRunbook([Problem(self.path, mark.line + 1, mark.column + 1, None,
+                                                  f"more than {MAX_NODES} YAML nodes (expected a smaller document)")])
+            elif kind is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1 and self.composer_error is None:
+                    self._composer(yaml.composer.ComposerError(
+                        "expected a single document in the stream", self.root_event.start_mark,
+                        "but found another document", event.start_mark))
                 continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._flag(key_node, "mapping keys must be plain scalars")
+            elif kind is yaml.StreamEndEvent:
+                return
+            elif kind is not yaml.AliasEvent and kind is not yaml.MappingEndEvent and kind is not yaml.SequenceEndEvent:
                 continue
-            name = key_node.value
-            if name in out:
-                self._flag(key_node, f"duplicate key '{name}' (first at line {self.doc.positions.get(key + (name,), ('?',))[0]})")
+            if self.composer_error is not None:
                 continue
-            self.doc.positions[key + (name,)] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
-            self.doc.positions.setdefault(("__key__",) + key + (name,), (key_node.start_mark.line + 1, key_node.start_mark.column + 1))
-            out[name] = self.build(value_node, key + (name,))
-        return out
+            if self.root_event is None:
+                self.root_event = event
+            if self.recording:
+                kept.append(event)
+            if kind is yaml.AliasEvent:
+                self._alias(event)
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                self._close()
+            else:
+                self._node(event, kind)
 
-    def _flag(self, node: yaml.Node, message: str) -> None:
-        self.problems.append(Problem(self.doc.path, node.start_mark.line + 1, node.start_mark.column + 1, None, message))
+    def _composer(self, error: yaml.MarkedYAMLError) -> None:
+        if not self.big:
+            raise error
+        self.composer_error = error
+        self.building = False
 
-    def _scalar(self, node: yaml.ScalarNode) -> Any:
-        value, tag = node.value, node.tag
+    def _refuse(self, mark: Any, message: str) -> None:
+        self.refusal = Problem(self.path, mark.line + 1, mark.column + 1, None, message)
+        self.building = False
+
+    def _count(self, totals: _Totals) -> None:
+        expanded = self.expanded
+        expanded[0] += totals[0]
+        expanded[1] += totals[1]
+        if expanded[0] > MAX_NODES or expanded[1] > MAX_EXPANDED_BYTES:
+            self.building = False
+
+    def _node(self, event: Any, kind: type) -> None:
+        anchor = event.anchor
+        if anchor is not None:
+            if anchor in self.anchor_mark:
+                self._composer(yaml.composer.ComposerError("found duplicate anchor; first occurrence",
+                                                           self.anchor_mark[anchor], "second occurrence",
+                                                           event.start_mark))
+                return
+            self._keep(anchor, event)
+        if kind is yaml.ScalarEvent:
+            totals = (1, len(event.value), 1)
+            if anchor is not None:
+                self.anchor_totals[anchor] = totals
+                self.anchor_end[anchor] = self.anchor_start[anchor]
+                self.recording -= 1
+            if self.refusal is None and self.open:
+                self._count(totals)
+                _add(self.open[-1][1], totals)
+        elif self.refusal is None:
+            self._count((1, 0, 0))
+            self.open.append((event, [1, 0, 0]))
+        if self.building:
+            self._build(event, kind)
+
+    def _keep(self, anchor: str, event: Any) -> None:
+        """Keep the anchored node's events (until its end) for its aliases to build it again."""
+        self.anchor_mark[anchor] = event.start_mark
+        if not self.recording:
+            self.kept.append(event)
+        self.anchor_start[anchor] = len(self.kept) - 1
+        self.recording += 1
+
+    def _close(self) -> None:
+        if self.building:
+            self.frames.pop()
+        if self.refusal is not None:
+            return
+        start, acc = self.open.pop()
+        totals = (acc[0], acc[1], acc[2] + 1)
+        if start.anchor is not None:
+            self.anchor_totals[start.anchor] = totals
+            self.anchor_end[start.anchor] = len(self.kept) - 1
+            self.recording -= 1
+        mark = start.start_mark
+        if totals[2] > MAX_DEPTH:
+            self._refuse(mark, f"nested more than {MAX_DEPTH} levels deep (expected a shallower document)")
+        elif totals[0] > MAX_NODES:
+            self._refuse(mark, f"aliases expand to more than {MAX_NODES} YAML nodes (expected a smaller document)")
+        elif totals[1] > MAX_EXPANDED_BYTES:
+            self._refuse(mark, f"aliases expand to more than {MAX_EXPANDED_BYTES} bytes of text "
+                                f"(expected a smaller document)")
+        elif self.open:
+            _add(self.open[-1][1], totals)
+
+    def _alias(self, event: Any) -> None:
+        name = event.anchor
+        if name not in self.anchor_mark:
+            self._composer(yaml.composer.ComposerError(None, None, "found undefined alias", event.start_mark))
+            return
+        if self.refusal is not None:
+            return
+        totals = self.anchor_totals.get(name)
+        if totals is None:
+            self._refuse(self.anchor_mark[name], "an alias refers to its own anchor (expected a finite document)")
+            return
+        self._count(totals)
+        _add(self.open[-1][1], totals)
+        if self.building:
+            self._replay(name)
+
+    def _replay(self, name: str) -> None:
+        """Build the anchored node again where its alias is (positions and problems are the anchor's)."""
+        for event in self.kept[self.anchor_start[name]:self.anchor_end[name] + 1]:
+            kind = type(event)
+            if kind is yaml.AliasEvent:
+                self._replay(event.anchor)
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                self.frames.pop()
+            else:
+                self._build(event, kind)
+
+    def _build(self, event: Any, kind: type) -> None:
+        frames = self.frames
+        top = frames[-1] if frames else None
+        if top is None:
+            path: Key | None = ()
+        elif top.path is None:
+            path = None
+        elif not top.is_map:
+            path = top.path + (len(top.value),)
+        elif top.expect_key:
+            top.expect_key = False
+            self._key(top, top.path, event, kind)
+            path = None
+        else:
+            top.expect_key = True
+            path = None if top.skip_value else top.path + (top.name,)
+            top.skip_value = False
+        if path is None:
+            if kind is not yaml.ScalarEvent:
+                frames.append(_Frame(None, None, False))
+            return
+        mark = event.start_mark
+        where = (mark.line + 1, mark.column + 1)
+        if top is not None and top.is_map:
+            self.positions[path] = where
+        else:
+            self.positions.setdefault(path, where)
+        frame: _Frame | None = None
+        if kind is yaml.ScalarEvent:
+            value = self._scalar(event)
+        else:
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = _MAP if kind is yaml.MappingStartEvent else _SEQ
+            if tag == _MAP or tag == _SEQ:
+                value = {} if kind is yaml.MappingStartEvent else []
+                frame = _Frame(value, path, kind is yaml.MappingStartEvent)
+            else:
+                self._flag(event, f"unsupported YAML tag {tag} (expected plain mappings and lists)")
+                value = None
+                frame = _Frame(None, None, False)
+        if top is None:
+            self.root = value
+        elif top.is_map:
+            top.value[top.name] = value
+        else:
+            top.value.append(value)
+        if frame is not None:
+            frames.append(frame)
+
+    def _key(self, top: _Frame, base: Key, event: Any, kind: type) -> None:
+        if event.tag == _MERGE or (kind is yaml.ScalarEvent and event.value == "<<" and not event.style):
+            self._flag(event, "YAML merge keys (<<) are not supported (expected plain keys)")
+            top.skip_value = True
+        elif kind is not yaml.ScalarEvent:
+            self._flag(event, "mapping keys must be plain scalars")
+            top.skip_value = True
+        elif event.value in top.value:
+            first = self.positions.get(base + (event.value,), ("?",))[0]
+            self._flag(event, f"duplicate key '{event.value}' (first at line {first})")
+            top.skip_value = True
+        else:
+            top.name = event.value
+            mark = event.start_mark
+            self.positions.setdefault(("__key__",) + base + (event.value,), (mark.line + 1, mark.column + 1))
+
+    def _flag(self, event: Any, message: str) -> None:
+        mark = event.start_mark
+        self.problems.append(Problem(self.path, mark.line + 1, mark.column + 1, None, message))
+
+    def _scalar(self, event: Any) -> Any:
+        value, tag = event.value, event.tag
+        if tag is None or tag == "!":
+            return resolve_plain(value) if event.implicit[0] else value
         if tag == _PLAIN:
             return resolve_plain(value)
-        if tag == _TAG + "str":
+        if tag == _STR:
             return value
-        explicit: Any = {
-            _TAG + "null": lambda v: None,
-            _TAG + "bool": lambda v: _bool(v),
-            _TAG + "int": lambda v: int(v, 0),
-            _TAG + "float": lambda v: float(v),
-        }.get(tag)
+        explicit = _EXPLICIT.get(tag)
         if explicit is None:
-            self._flag(node, f"unsupported YAML tag {tag} (expected plain values)")
+            self._flag(event, f"unsupported YAML tag {tag} (expected plain values)")
             return None
         try:
             return explicit(value)
         except ValueError:
-            self._flag(node, f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+            self._flag(event, f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
             return None
+
+
+def _add(acc: list[int], totals: _Totals) -> None:
+    acc[0] += totals[0]
+    acc[1] += totals[1]
+    if totals[2] > acc[2]:
+        acc[2] = totals[2]
 
 
 def _tab_before(text: str, line: int, column: int) -> bool:
