@@ -87,7 +87,8 @@ class Account:
             self.approvals.append({"ts": event["ts"], "type": kind, "step": step, "by": data.get("by"),
                                    "decision": data.get("decision"), "note": data.get("note"), "via": data.get("via"),
                                    "reason": data.get("reason"), "prompt": data.get("prompt") or self.prompts.get(step),
-                                   "approvers": data.get("approvers")})
+                                   "approvers": data.get("approvers"), "key_id": data.get("key_id"),
+                                   "plan_sha256": data.get("plan_sha256")})
         if kind in ("approval_requested", "step_started") and data.get("prompt"):
             self.prompts[step] = str(data["prompt"])
 
@@ -253,7 +254,15 @@ def _approval_text(approval: dict[str, Any]) -> str:
     note = f", note: {_value(approval['note'], 200)}" if approval.get("note") else ""
     via = f" via {approval['via']}" if approval.get("via") else ""
     shown = f", shown: {_value(approval['prompt'], 200)}" if approval.get("prompt") else ""
-    return f"{approval['decision']} by {approval['by'] or '-'} at {approval['ts']}{via} (step {approval['step']}{shown}{note})"
+    return (f"{approval['decision']} by {approval['by'] or '-'} at {approval['ts']}{via} "
+            f"(step {approval['step']}{shown}{note}{_binding_text(approval)})")
+
+
+def _binding_text(approval: dict[str, Any]) -> str:
+    """What an approval is bound to: the key that signed it, the plan it saw (empty for plain approvals)."""
+    signed = f", signed with key {approval['key_id']}" if approval.get("key_id") else ""
+    plan = f", bound to plan sha256 {approval['plan_sha256']}" if approval.get("plan_sha256") else ""
+    return signed + plan
 
 
 def _detail(event: dict[str, Any]) -> str:
@@ -320,7 +329,7 @@ def _html(model: dict[str, Any]) -> str:
               for c in model["checks"]]
     return env.get_template("report.html.j2").render(m=model, f=model["fields"], mark=_MARK,
                                                       verification=_verification_line(model),
-                                                      approval_text=_approval_text, timeline=Markup("".join(rows)),
+                                                      approval_text=_approval_text, binding_text=_binding_text, timeline=Markup("".join(rows)),
                                                       checks=Markup("".join(checks)))
 
 

@@ -108,6 +108,13 @@ def test_signed_approval_covers_the_plan_hash(ws: Workspace) -> None:
     assert ws.cli("resume", run_id, "--no-input").code == 0
     signed = of_type(events(ws, run_id), "approval", "gate")
     assert len({a["data"]["plan_sha256"] for a in signed}) == 2 and all(a["data"]["signature"] for a in signed)
+    # the reports say who signed and which plan each approval saw
+    bundle = ws.root / "evidence" / run_id
+    key = signed[-1]["data"]["key_id"]
+    for report in ("report.md", "report.html"):
+        text = (bundle / report).read_text(encoding="utf-8")
+        for approval in signed:
+            assert f"signed with key {key}, bound to plan sha256 {approval['data']['plan_sha256']}" in text, report
 
 
 def test_binds_must_name_actions(ws: Workspace) -> None:
