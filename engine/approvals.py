@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import records
+from engine.config import loaded_for
 from engine.errors import StateCorrupt, UsageError
 from engine.evidence import canonical
 from engine.keys import key_id, load_private, load_public
@@ -53,17 +54,10 @@ class Policy:
                    dict(getattr(config, "approval_keys", {}) or {}))
 
 
-_POLICIES: dict[str, Policy] = {}
-
-
-def register(config: Any) -> None:
-    """Remember the approvals policy of a configuration for the runs of its state directory."""
-    _POLICIES[str(Path(config.state_dir).resolve())] = Policy.of(config)
-
-
 def policy_for(state_dir: Any) -> Policy:
     """The approvals policy of the configuration that uses this state directory (none: nothing required)."""
-    return _POLICIES.get(str(Path(state_dir).resolve()), Policy())
+    config = loaded_for(state_dir)
+    return Policy.of(config) if config is not None else Policy()
 
 
 def plans_sha256(plans: Any) -> str:

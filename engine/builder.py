@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.durations import parse_duration
 from engine.expressions import is_template
 from engine.model import (
     ActionStep,
@@ -19,7 +20,6 @@ from engine.model import (
     Runbook,
     Step,
     WaitStep,
-    parse_duration,
 )
 from engine.schema import KIND_KEYS
 from engine.vocabulary import Outcome

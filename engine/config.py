@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.approvals import register
+from engine.durations import parse_duration
 from engine.errors import InvalidRunbook, Problem, UsageError
 from engine.keys import check_private, load_public
 from engine.loader import load_file
-from engine.model import parse_duration
 
 DEFAULTS: dict[str, Any] = {
     "runbook_paths": ["runbooks"],
@@ -123,6 +122,9 @@ def discover(cwd: Path) -> Path:
     return own
 
 
+_LOADED: dict[str, Config] = {}
+
+
 def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
     """The configuration from `--config`, `$RUNBOOK_CONFIG`, `./runbook.yaml`, or defaults."""
     cwd = (cwd or Path.cwd()).resolve()
@@ -193,9 +195,13 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         approvals_require_signature=bool((merged.get("approvals") or {}).get("require_signature", False)),
         approval_keys=approval_keys,
     )
-
-    register(config)
+    _LOADED[str(config.state_dir.resolve())] = config
     return config
+
+
+def loaded_for(state_dir: Path | str) -> Config | None:
+    """The configuration loaded last in this process that uses this state directory."""
+    return _LOADED.get(str(Path(state_dir).resolve()))
 
 
 def _approval_problems(value: Any, resolve: Any, source: Path) -> list[Problem]:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, overload, runtime_checkable
 
+from engine.durations import DURATION_EXAMPLES, DURATION_PATTERN, parse_duration
 from engine.errors import InvalidRunbook, PluginError, Problem
 from engine.evidence import sha256_file
-from engine.model import DURATION_EXAMPLES, DURATION_PATTERN, parse_duration
 from engine.redact import Redactor
 from engine.runs import process_alive
 

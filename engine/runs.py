@@ -6,7 +6,6 @@ import json
 import os
 import re
 import secrets
-import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,11 @@ from typing import Any
 
 from engine.errors import StateCorrupt, UnknownRun
 from engine.vocabulary import RunStatus
+
+
+def hostname() -> str:
+    """This machine's name (the kernel's node name, as socket.gethostname gives it)."""
+    return os.uname().nodename
 
 
 @dataclass
@@ -39,7 +43,7 @@ class RunRecord:
     trigger: Any = None
     parent_run_id: str | None = None
     pid: int = field(default_factory=os.getpid)
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=hostname)
     assume: dict[str, str] = field(default_factory=dict)
     last_event_hash: str | None = None
     runbook_version: int | None = None
@@ -130,6 +134,6 @@ def process_alive(pid: int) -> bool:
 
 def effective_status(record: RunRecord) -> str:
     """`running`, `paused`, `finished`, or `interrupted` (running but its process is gone)."""
-    if record.status == RunStatus.RUNNING and record.host == socket.gethostname() and not process_alive(record.pid):
+    if record.status == RunStatus.RUNNING and record.host == hostname() and not process_alive(record.pid):
         return RunStatus.INTERRUPTED
     return record.status

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model import DURATION_EXAMPLES, DURATION_PATTERN
+from engine.durations import DURATION_EXAMPLES, DURATION_PATTERN
 from engine.vocabulary import END_OUTCOMES
 
 DURATION = {"type": "string", "pattern": DURATION_PATTERN, "description": DURATION_EXAMPLES}

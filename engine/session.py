@@ -12,7 +12,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
-import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from engine.model import Runbook, Step
 from engine.params import resolve_params
 from engine.plugins import Registry, load_registry
 from engine.redact import Redactor
-from engine.runs import RunRecord, RunStore, new_run_id
+from engine.runs import RunRecord, RunStore, hostname, new_run_id
 from engine.seal import seal_bundle
 from engine.validate import check
 from engine.vocabulary import Mode, Outcome, RunStatus
@@ -207,7 +206,7 @@ class Workspace:
         log.record("run_started", None, {
             "runbook": runbook.name, "version": runbook.version, "path": str(runbook.path), "sha256": runbook.sha256,
             "params": params, "mode": options.mode, "operator": operator, "trigger": trigger,
-            "host": socket.gethostname(), "pid": os.getpid(), "engine_version": __version__,
+            "host": hostname(), "pid": os.getpid(), "engine_version": __version__,
             "parent_run_id": parent_run_id, "assume": options.assume, "run": run,
             "secret_defaults": secrets.secret_defaults(runbook, params),
         })

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config
+from engine.durations import parse_duration
 from engine.errors import ExpressionError, InvalidRunbook, Problem
 from engine.expressions import references, render, template_expressions
 from engine.loader import Document, load_file
-from engine.model import parse_duration
 from engine.vocabulary import Mode
 
 _KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")

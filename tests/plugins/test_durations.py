@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.model import parse_duration
+from engine.durations import parse_duration
 from tests.conftest import Workspace
 from transports.util import seconds
 
