@@ -227,7 +227,9 @@ class _Reader:
                 self.root_event = event
             if self.recording:
                 kept.append(event)
-            if kind is yaml.AliasEvent:
+            if kind is yaml.ScalarEvent and event.anchor is None and event.tag is None and self.building and self.open:
+                self._plain(event)
+            elif kind is yaml.AliasEvent:
                 self._alias(event)
             elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
                 self._close()
@@ -250,6 +252,38 @@ class _Reader:
         expanded[1] += totals[1]
         if expanded[0] > MAX_NODES or expanded[1] > MAX_EXPANDED_BYTES:
             self.building = False
+
+    def _plain(self, event: Any) -> None:
+        """An untagged scalar without an anchor inside a collection while building: what _node, _count and
+        _build do for it, in one call (most events are these)."""
+        value = event.value
+        expanded, acc = self.expanded, self.open[-1][1]
+        expanded[0] += 1
+        expanded[1] += len(value)
+        acc[0] += 1
+        acc[1] += len(value)
+        if acc[2] < 1:
+            acc[2] = 1
+        if expanded[0] > MAX_NODES or expanded[1] > MAX_EXPANDED_BYTES:
+            self.building = False
+            return
+        top = self.frames[-1]
+        path = top.path
+        if path is None:
+            return
+        mark = event.start_mark
+        if not top.is_map:
+            self.positions.setdefault(path + (len(top.value),), (mark.line + 1, mark.column + 1))
+            top.value.append(resolve_plain(value) if event.implicit[0] else value)
+        elif top.expect_key:
+            top.expect_key = False
+            self._key(top, path, event, yaml.ScalarEvent)
+        elif top.skip_value:
+            top.expect_key, top.skip_value = True, False
+        else:
+            top.expect_key = True
+            self.positions[path + (top.name,)] = (mark.line + 1, mark.column + 1)
+            top.value[top.name] = resolve_plain(value) if event.implicit[0] else value
 
     def _node(self, event: Any, kind: type) -> None:
         anchor = event.anchor
