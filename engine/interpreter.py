@@ -114,12 +114,12 @@ class Services:
 
     registry: Registry
     reporter: Reporter
-    kill_switch: Any  # pathlib.Path
+    kill_switch: Path
     settings: Mapping[str, Any]
-    call_runbook: Any  # (step, params, child_run_id) -> (Outcome, run_id, message)
-    resume_child: Any  # (child_run_id) -> (Outcome, run_id, message)
-    give_approval: Any = None  # (step_id, decision, by, note, via) -> approval id (kept in the state directory)
-    before_mutation: Any = None  # (step) -> None; raises Finish when the run may no longer act
+    call_runbook: Callable[[CallStep, dict[str, Any], str], tuple[Outcome, str, str]]  # -> (outcome, run id, message)
+    resume_child: Callable[[str], tuple[Outcome, str, str] | None]  # None: the child never saved its record
+    give_approval: Callable[[str, str, str, str | None, str], str]  # (step, decision, by, note, via) -> approval id
+    before_mutation: Callable[[Step], None]  # raises Finish when the run may no longer act
 
 
 class Interpreter:
@@ -398,7 +398,7 @@ class Interpreter:
             refused = self._check_bound(step, params, index)
             if refused is not None:
                 return refused
-        if mutating and self.svc.before_mutation is not None:
+        if mutating:
             self.svc.before_mutation(step)
         started: dict[str, Any] = {"kind": step.kind, "plugin": step.plugin, "attempt": attempt, "item": index,
                                    "mutates": mutating}
