@@ -69,19 +69,23 @@ class Document:
 
 def load_file(path: str | Path) -> Document:
     """Read and parse one YAML file; InvalidRunbook (exit 20) with a located message if it cannot."""
-    p = Path(path)
+    return load_text(read_bytes(path), str(path))
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of a file; InvalidRunbook (exit 20) naming it if it cannot be read."""
     try:
-        raw = p.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
-        raise InvalidRunbook([Problem(str(p), None, None, None, f"cannot read file: {exc.strerror}")]) from None
-    return load_text(raw, str(p))
+        raise InvalidRunbook([Problem(str(path), None, None, None, f"cannot read file: {exc.strerror}")]) from None
 
 
-def load_text(raw: bytes | str, path: str = "<string>") -> Document:
+def load_text(raw: bytes | str, path: str = "<string>", positions: bool = True) -> Document:
     """Parse YAML text into a Document; InvalidRunbook with a located message on any problem.
 
     Whatever the input, this takes time and memory in proportion to the file: aliases are
-    counted as what they expand to and refused before anything is expanded.
+    counted as what they expand to and refused before anything is expanded. `positions=False`
+    (a file already proven valid) leaves Document.positions empty, which makes loading cheaper.
     """
     data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     digest = hashlib.sha256(data_bytes).hexdigest()
@@ -91,7 +95,7 @@ def load_text(raw: bytes | str, path: str = "<string>") -> Document:
     text = _decode(data_bytes, path)
     doc = Document(path=path, data=None, sha256=digest, text=text)
     try:
-        doc.data = _Reader(doc, len(text) > _PRESCAN_ABOVE_BYTES).read(text)
+        doc.data = _Reader(doc, len(text) > _PRESCAN_ABOVE_BYTES, positions).read(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -166,8 +170,8 @@ class _Reader:
     node count and the syntax of the whole stream are checked before anchor errors.
     """
 
-    def __init__(self, doc: Document, big: bool) -> None:
-        self.path, self.big, self.positions = doc.path, big, doc.positions
+    def __init__(self, doc: Document, big: bool, keep_positions: bool = True) -> None:
+        self.path, self.big, self.positions, self.keep = doc.path, big, doc.positions, keep_positions
         self.problems: list[Problem] = []
         self.kept: list[Any] = []
         self.recording = 0
@@ -273,7 +277,8 @@ class _Reader:
             return
         mark = event.start_mark
         if not top.is_map:
-            self.positions.setdefault(path + (len(top.value),), (mark.line + 1, mark.column + 1))
+            if self.keep:
+                self.positions.setdefault(path + (len(top.value),), (mark.line + 1, mark.column + 1))
             top.value.append(resolve_plain(value) if event.implicit[0] else value)
         elif top.expect_key:
             top.expect_key = False
@@ -282,7 +287,8 @@ class _Reader:
             top.expect_key, top.skip_value = True, False
         else:
             top.expect_key = True
-            self.positions[path + (top.name,)] = (mark.line + 1, mark.column + 1)
+            if self.keep:
+                self.positions[path + (top.name,)] = (mark.line + 1, mark.column + 1)
             top.value[top.name] = resolve_plain(value) if event.implicit[0] else value
 
     def _node(self, event: Any, kind: type) -> None:
@@ -374,25 +380,26 @@ class _Reader:
         elif top.path is None:
             path = None
         elif not top.is_map:
-            path = top.path + (len(top.value),)
+            path = top.path + (len(top.value),) if self.keep else ()
         elif top.expect_key:
             top.expect_key = False
             self._key(top, top.path, event, kind)
             path = None
         else:
             top.expect_key = True
-            path = None if top.skip_value else top.path + (top.name,)
+            path = None if top.skip_value else top.path + (top.name,) if self.keep else ()
             top.skip_value = False
         if path is None:
             if kind is not yaml.ScalarEvent:
                 frames.append(_Frame(None, None, False))
             return
-        mark = event.start_mark
-        where = (mark.line + 1, mark.column + 1)
-        if top is not None and top.is_map:
-            self.positions[path] = where
-        else:
-            self.positions.setdefault(path, where)
+        if self.keep:
+            mark = event.start_mark
+            where = (mark.line + 1, mark.column + 1)
+            if top is not None and top.is_map:
+                self.positions[path] = where
+            else:
+                self.positions.setdefault(path, where)
         frame: _Frame | None = None
         if kind is yaml.ScalarEvent:
             value = self._scalar(event)
@@ -429,8 +436,9 @@ class _Reader:
             top.skip_value = True
         else:
             top.name = event.value
-            mark = event.start_mark
-            self.positions.setdefault(("__key__",) + base + (event.value,), (mark.line + 1, mark.column + 1))
+            if self.keep:
+                mark = event.start_mark
+                self.positions.setdefault(("__key__",) + base + (event.value,), (mark.line + 1, mark.column + 1))
 
     def _flag(self, event: Any, message: str) -> None:
         mark = event.start_mark

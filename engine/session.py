@@ -27,7 +27,7 @@ from engine.evidence import EventLog, utc_now
 from engine.expressions import configure_limits
 from engine.interpreter import Finish, Interpreter, Pause, Reporter, Services
 from engine.library import Library
-from engine.loader import load_file
+from engine.loader import load_text, read_bytes
 from engine.model import Runbook, Step
 from engine.params import resolve_params
 from engine.plugins import Registry, load_registry
@@ -151,12 +151,14 @@ class Workspace:
     def load(self, name_or_path: str) -> Runbook:
         """A validated runbook; validation is skipped when this exact file was proven valid before."""
         path = self.library.find(name_or_path)
-        doc = load_file(path)
-        marker = self._cache_marker(doc.sha256)
-        if marker.exists() and isinstance(doc.data, dict):
-            return build_runbook(doc.data, str(path), doc.sha256, doc.positions)
+        raw = read_bytes(path)
+        marker = self._cache_marker(hashlib.sha256(raw).hexdigest())
+        if marker.exists():
+            proven = load_text(raw, str(path), positions=False)
+            if isinstance(proven.data, dict):
+                return build_runbook(proven.data, str(path), proven.sha256)
 
-        runbook = check(doc, self.registry, self.library)
+        runbook = check(load_text(raw, str(path)), self.registry, self.library)
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
