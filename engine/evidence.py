@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.errors import StateCorrupt
 from engine.redact import Redactor
+from engine.vocabulary import Outcome, RunStatus
 
 GENESIS = "0" * 64
 EVENTS = "events.jsonl"
@@ -296,11 +297,11 @@ def manifest_fields(chain: Chain) -> dict[str, Any]:
     run = started.get("run") or {}
     finished = chain.finished
     if finished is not None:
-        status, outcome, exit_code = "finished", finished.get("outcome"), finished.get("exit_code")
+        status, outcome, exit_code = RunStatus.FINISHED, finished.get("outcome"), finished.get("exit_code")
     elif chain.lifecycle == "run_paused":
-        status, outcome, exit_code = "paused", "PAUSED", 12
+        status, outcome, exit_code = RunStatus.PAUSED, Outcome.PAUSED, Outcome.PAUSED.exit_code
     else:
-        status, outcome, exit_code = "interrupted", None, None
+        status, outcome, exit_code = RunStatus.INTERRUPTED, None, None
     return {
         "run_id": run.get("id"), "runbook": started.get("runbook"), "runbook_path": started.get("path"),
         "runbook_sha256": started.get("sha256"), "runbook_version": started.get("version"),

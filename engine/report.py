@@ -7,11 +7,14 @@ the signer's key id, so `evidence verify` re-renders them and notices an edit.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.evidence import EVENTS, iter_events
+from engine.attestation import signer_of
+from engine.evidence import EVENTS, SEALED, iter_events, manifest_fields, scan_chain
+from engine.vocabulary import Mode, RunStatus
 
 _MARK = {"ok": "ok", "failed": "FAILED", "skipped": "skipped", "planned": "planned"}
 _HIDDEN = ("stdout", "stderr")
@@ -122,7 +125,7 @@ class Account:
         if self.finished is not None:
             why = ((self.finished["data"] or {}).get("message")
                    or (f"reached end step '{self.ended_at}'" if self.ended_at else ""))
-        elif fields.get("status") == "paused":
+        elif fields.get("status") == RunStatus.PAUSED:
             why = (self.paused["data"] or {}).get("reason", "") if self.paused else ""
         else:
             why = "the run has not finished (interrupted); `runbook resume` continues it"
@@ -135,7 +138,7 @@ class Account:
             "params": json.dumps(fields.get("params"), indent=2, sort_keys=True, ensure_ascii=False, default=str),
             "trigger": json.dumps(fields.get("trigger"), indent=2, sort_keys=True, ensure_ascii=False, default=str)
             if fields.get("trigger") is not None else None,
-            "dry_run": fields.get("mode") == "dry-run",
+            "dry_run": fields.get("mode") == Mode.DRY_RUN,
         }
 
 
@@ -291,8 +294,6 @@ def render_html(directory: Path, fields: dict[str, Any], events: Iterable[dict[s
 def _template_cache() -> Any:
     """Jinja's bytecode cache for report.html.j2, beside the engine's bytecode or in the user's cache
     directory (the first writable): the template is compiled once per installation, not once per seal."""
-    import os
-
     from jinja2 import FileSystemBytecodeCache
 
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runbook-engine"
@@ -335,9 +336,6 @@ def _html(model: dict[str, Any]) -> str:
 
 def bundle_report(directory: Path, fmt: str = "md") -> str:
     """The report of a bundle as `evidence report` prints it: the same page the seal wrote."""
-    from engine.attestation import signer_of
-    from engine.evidence import SEALED, manifest_fields, scan_chain
-
     built, held = Account(), list[dict[str, Any]]()
 
     def feed(record: dict[str, Any]) -> None:
