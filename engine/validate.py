@@ -537,10 +537,20 @@ _NOT_DRAFT7 = {"prefixItems", "$defs", "dependentRequired", "dependentSchemas", 
                "minContains", "maxContains", "$vocabulary", "$recursiveRef"}
 
 
+_SCHEMA_KEYS: dict[int, tuple[Any, Any, str]] = {}
+
+
 def _schema_key(plugin: Any) -> str:
     """What the compiled checks of a plugin are cached under: its schema itself (an object's id is reused
-    once the object is gone, so a new plugin could otherwise get another plugin's check)."""
-    return json.dumps(_plain(getattr(plugin, "params_schema", {}) or {}), sort_keys=True, default=repr)
+    once the object is gone, so a new plugin could otherwise get another plugin's check). Worked out once
+    per plugin and schema object: the entry holds both, so neither id can be reused while it is kept."""
+    schema = getattr(plugin, "params_schema", {}) or {}
+    known = _SCHEMA_KEYS.get(id(plugin))
+    if known is not None and known[0] is plugin and known[1] is schema:
+        return known[2]
+    key = json.dumps(_plain(schema), sort_keys=True, default=repr)
+    _SCHEMA_KEYS[id(plugin)] = (plugin, schema, key)
+    return key
 
 
 def _params_validator(plugin: Any) -> Any:
