@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from engine import records, signals
 from engine.approvals import ApprovalBox, plans_sha256, policy_for
+from engine.durations import parse_duration
 from engine.errors import ExpressionError, PluginError
 from engine.evidence import EventLog, canonical
 from engine.expressions import evaluate, is_template, read_values, render
@@ -31,7 +32,6 @@ from engine.model import (
     Runbook,
     Step,
     WaitStep,
-    parse_duration,
 )
 from engine.plugins import Action, Plan, Plugin, Registry, StepContext
 from engine.routing import following

@@ -6,9 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.durations import (
-    parse_duration as parse_duration,  # the interpreter's import, until it names engine.durations
-)
 from engine.vocabulary import Outcome
 
 
