@@ -83,7 +83,7 @@ def check(directory: Path, files: Mapping[str, str], predicate: Mapping[str, Any
             raise StateCorrupt(f"{path}: missing: the bundle is not signed, but --key asks for a signature")
         return {"signed": False, "checked": False, "keyid": None, "key": None}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # as written: read_text would turn \r into \n
         envelope = json.loads(text)
         payload = base64.b64decode(envelope["payload"], validate=True)
         signatures = [(str(s["keyid"]), base64.b64decode(s["sig"], validate=True)) for s in envelope["signatures"]]

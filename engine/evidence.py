@@ -383,7 +383,7 @@ def _read_manifest(path: Path, chain: Chain) -> dict[str, Any]:
         raise StateCorrupt(f"{path}: missing: the bundle was never sealed (its run is still running or its "
                            "process died; `runbook resume` seals it) or the manifest was removed")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # as written: read_text would turn \r into \n
         manifest = json.loads(text)
     except ValueError:
         raise StateCorrupt(f"{path}: not valid JSON") from None

@@ -190,3 +190,20 @@ def test_any_changed_byte_of_any_file_is_detected(signed: tuple[Path, Path], tmp
     keys = [("signer.pub", load_public(root / "keys" / "signer.pub"))] if with_key else []
     with pytest.raises(StateCorrupt):
         verify_bundle(bundle, keys)
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "attestation.dsse.json"])
+def test_a_newline_turned_carriage_return_is_detected(signed: tuple[Path, Path], tmp_path: Path, name: str) -> None:
+    """Files are compared as written: reading them as text would turn '\\r' back into '\\n' (found by the
+    property test above: byte 1 of the attestation XOR 7)."""
+    from engine.errors import StateCorrupt
+    from engine.evidence import verify_bundle
+    from engine.keys import load_public
+
+    root, pristine = signed
+    bundle = tmp_path / pristine.name
+    shutil.copytree(pristine, bundle)
+    raw = (bundle / name).read_bytes()
+    (bundle / name).write_bytes(raw.replace(b"\n", b"\r", 1))
+    with pytest.raises(StateCorrupt, match="edited|not byte for byte|modified"):
+        verify_bundle(bundle, [("signer.pub", load_public(root / "keys" / "signer.pub"))])
