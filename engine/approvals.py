@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from engine import records
-from engine.config import loaded_for
 from engine.errors import StateCorrupt, UsageError
 from engine.evidence import canonical
 from engine.keys import key_id, load_private, load_public
@@ -52,12 +51,6 @@ class Policy:
         """The policy a configuration sets."""
         return cls(bool(getattr(config, "approvals_require_signature", False)),
                    dict(getattr(config, "approval_keys", {}) or {}))
-
-
-def policy_for(state_dir: Any) -> Policy:
-    """The approvals policy of the configuration that uses this state directory (none: nothing required)."""
-    config = loaded_for(state_dir)
-    return Policy.of(config) if config is not None else Policy()
 
 
 def plans_sha256(plans: Any) -> str:
@@ -126,14 +119,15 @@ def _person(name: str) -> str:
 
 @dataclass(frozen=True)
 class ApprovalBox:
-    """The decisions given for one run, one file each."""
+    """The decisions given for one run, one file each, and the policy they are checked against."""
 
     folder: Path
+    policy: Policy = field(default_factory=Policy)
 
     @classmethod
-    def of(cls, state_dir: Path, run_id: str) -> ApprovalBox:
-        """The box of a run."""
-        return cls(state_dir / "approvals" / run_id)
+    def of(cls, state_dir: Path, run_id: str, policy: Policy | None = None) -> ApprovalBox:
+        """The box of a run (under `policy`, the `approvals:` of the configuration; none: nothing required)."""
+        return cls(state_dir / "approvals" / run_id, policy or Policy())
 
     def give(self, step: str, decision: str, by: str, note: str | None, via: str,
              refused: str | None = None, *, signature: str | None = None, key_id: str | None = None,
@@ -187,7 +181,7 @@ def pending(box: ApprovalBox, known_ids: list[str]) -> list[dict[str, Any]]:
 
 def _check_signed(box: ApprovalBox, entry: Mapping[str, Any], seq: Any) -> None:
     """StateCorrupt when signatures are required and a counted decision's stored file does not verify."""
-    policy = policy_for(box.folder.parent.parent)
+    policy = box.policy
     plans = entry.get("plans")
     where = f"events.jsonl record {seq}: " if seq is not None else f"{box.folder / str(entry.get('id'))}.json: "
     if plans is not None and plans_sha256(plans) != entry.get("plan_sha256"):

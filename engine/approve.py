@@ -12,7 +12,6 @@ from typing import Any
 from engine import driver
 from engine.approvals import (
     ApprovalBox,
-    Policy,
     approval_refusal,
     pending,
     record_of,
@@ -36,7 +35,7 @@ def approve(ws: Workspace, run_id: str, step_id: str, by: str, note: str | None,
     `key` (a private key file) signs the decision. Refusals (not an approver, four-eyes, unsigned or
     wrongly signed when signatures are required) are stored too, so the run's evidence shows them.
     """
-    box = ApprovalBox.of(ws.config.state_dir, run_id)
+    box = ws.approval_box(run_id)
     record, events = _record_and_events(ws, run_id, box)
     if record.status == RunStatus.FINISHED:
         raise ApprovalRefused(f"run {run_id} already finished {record.outcome}; there is nothing to approve")
@@ -66,7 +65,7 @@ def approve(ws: Workspace, run_id: str, step_id: str, by: str, note: str | None,
     if key is not None:
         signature, signer = sign(key, run_id, step_id, decision, note, plan_sha256)
     refusal = approval_refusal(step, by, record.operator)
-    policy = Policy.of(ws.config)
+    policy = box.policy
     if refusal is None and policy.require_signature:
         refusal = signature_problem(policy, run_id, {"step": step_id, "decision": decision, "by": by, "note": note,
                                                      "plan_sha256": plan_sha256, "signature": signature,

@@ -613,9 +613,8 @@ def _status(args: argparse.Namespace) -> int:
             print(f"waiting:   {json.dumps(waiting, default=str)}; runbook resume {record.run_id}")
     elif status == RunStatus.INTERRUPTED:
         print(f"           the process is gone; continue with: runbook resume {record.run_id}")
-    from engine.approvals import ApprovalBox
 
-    for entry in ApprovalBox.of(ws.config.state_dir, record.run_id).entries():
+    for entry in ws.approval_box(record.run_id).entries():
         verdict = f"refused ({entry['refused']})" if entry.get("refused") else entry["decision"]
         signed = f", signed by key {str(entry['key_id'])[:16]}" if entry.get("key_id") else ""
         bound = f", plans {str(entry['plan_sha256'])[:12]}" if entry.get("plan_sha256") else ""

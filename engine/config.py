@@ -122,9 +122,6 @@ def discover(cwd: Path) -> Path:
     return own
 
 
-_LOADED: dict[str, Config] = {}
-
-
 def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
     """The configuration from `--config`, `$RUNBOOK_CONFIG`, `./runbook.yaml`, or defaults."""
     cwd = (cwd or Path.cwd()).resolve()
@@ -195,13 +192,7 @@ def load_config(explicit: str | None = None, cwd: Path | None = None) -> Config:
         approvals_require_signature=bool((merged.get("approvals") or {}).get("require_signature", False)),
         approval_keys=approval_keys,
     )
-    _LOADED[str(config.state_dir.resolve())] = config
     return config
-
-
-def loaded_for(state_dir: Path | str) -> Config | None:
-    """The configuration loaded last in this process that uses this state directory."""
-    return _LOADED.get(str(Path(state_dir).resolve()))
 
 
 def _approval_problems(value: Any, resolve: Any, source: Path) -> list[Problem]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine import records, signals
-from engine.approvals import ApprovalBox, plans_sha256, policy_for
+from engine.approvals import ApprovalBox, plans_sha256
 from engine.durations import parse_duration
 from engine.errors import ExpressionError, PluginError
 from engine.evidence import EventLog, canonical
@@ -118,7 +118,7 @@ class Services:
     settings: Mapping[str, Any]
     call_runbook: Callable[[CallStep, dict[str, Any], str], tuple[Outcome, str, str]]  # -> (outcome, run id, message)
     resume_child: Callable[[str], tuple[Outcome, str, str] | None]  # None: the child never saved its record
-    give_approval: Callable[[str, str, str, str | None, str], str]  # (step, decision, by, note, via) -> approval id
+    approvals: ApprovalBox  # where decisions given at the terminal are stored, under the approvals policy
     before_mutation: Callable[[Step], None]  # raises Finish when the run may no longer act
 
 
@@ -539,7 +539,7 @@ class Interpreter:
     def _ask_approval(self, step: ApproveStep, prompt: str, bound: dict[str, Any]) -> dict[str, Any] | None:
         """The answer given at the terminal, recorded; None when the run is to pause (refused, paused, input closed)."""
         operator = self.run["operator"]
-        if policy_for(self.svc.settings.get("state_dir") or ".").require_signature:
+        if self.svc.approvals.policy.require_signature:
             self.svc.reporter.message(
                 f"approvals must be signed (approvals.require_signature): not asked at the terminal; the run pauses "
                 f"for `runbook approve {self.run['id']} {step.id} --by NAME --key PRIVATE_KEY`")
@@ -560,14 +560,8 @@ class Interpreter:
             return None
         if answer.get("decision") not in ("approved", "denied"):
             return None
-        state_dir = self.svc.settings.get("state_dir")
-        if bound and state_dir:
-            approval_id = ApprovalBox.of(Path(state_dir), self.run["id"]).give(
-                step.id, answer["decision"], answer["by"], answer.get("note"), "terminal", **bound)
-        else:
-            approval_id = self.svc.give_approval(step.id, answer["decision"], answer["by"], answer.get("note"),
-                                                 "terminal")
-            bound = {}
+        approval_id = self.svc.approvals.give(step.id, answer["decision"], answer["by"], answer.get("note"),
+                                              "terminal", **bound)
         recorded: dict[str, Any] = self.emit("approval", step.id, records.approval(
             answer["decision"], answer["by"], note=answer.get("note"), via="terminal", approval_id=approval_id,
             **bound))["data"]

@@ -89,7 +89,7 @@ def check_chain(events: list[dict[str, Any]], path: Path) -> None:
 
 def load_state(ws: Workspace, record: RunRecord) -> tuple[list[dict[str, Any]], Runbook | None, RunState]:
     """The run's records, its runbook (None when the file is gone) and the state they fold to."""
-    box = ApprovalBox.of(ws.config.state_dir, record.run_id)
+    box = ws.approval_box(record.run_id)
     events = trusted_events(record, box)
     runbook_path = Path(record.runbook_path)
     runbook = ws.load(str(runbook_path)) if runbook_path.exists() else None
@@ -155,7 +155,7 @@ def _resume_driven(ws: Workspace, record: RunRecord, options: RunOptions, holdin
                          in_doubt=options.in_doubt)
     interp = ws.interpreter(runbook, log, run, params, env, trigger, resumed, known, holding)
     interp.restore(state)
-    box = approvals.ApprovalBox.of(ws.config.state_dir, run_id)
+    box = ws.approval_box(run_id)
     for entry in approvals.pending(box, state.approval_ids):
         kind, data = approvals.record_of(entry)
         interp.emit(kind, entry["step"], data)

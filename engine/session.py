@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine import __version__, driver, idempotency, locks, records, secrets, signals
-from engine.approvals import ApprovalBox
+from engine.approvals import ApprovalBox, Policy
 from engine.builder import build_runbook
 from engine.config import Config
 from engine.errors import InvalidRunbook, LockNotAcquired, UnknownRun
@@ -148,6 +148,10 @@ class Workspace:
 
     # -- loading ---------------------------------------------------------------
 
+    def approval_box(self, run_id: str) -> ApprovalBox:
+        """Where a run's approval decisions are stored, checked against this configuration's `approvals:`."""
+        return ApprovalBox.of(self.config.state_dir, run_id, Policy.of(self.config))
+
     def load(self, name_or_path: str) -> Runbook:
         """A validated runbook; validation is skipped when this exact file was proven valid before."""
         path = self.library.find(name_or_path)
@@ -250,11 +254,6 @@ class Workspace:
                     env: dict[str, str], trigger: Any, options: RunOptions, secrets: tuple[str, ...],
                     holding: Holding) -> Interpreter:
         """The interpreter of one run, wired to this workspace's plugins, approvals and sub-runbooks."""
-        box = ApprovalBox.of(self.config.state_dir, run["id"])
-
-        def give_approval(step_id: str, decision: str, by: str, note: str | None, via: str) -> str:
-            return box.give(step_id, decision, by, note, via)
-
         def before_mutation(step: Step) -> None:
             claim = holding.claim
             if claim is not None and not claim.skip and run["mode"] == Mode.LIVE:
@@ -268,7 +267,7 @@ class Workspace:
                                       "kill_switch": str(self.config.kill_switch)},
                             call_runbook=lambda step, p, child: self._call(step, p, child, run, options),
                             resume_child=lambda child: self._resume_child(child, options),
-                            give_approval=give_approval, before_mutation=before_mutation)
+                            approvals=self.approval_box(run["id"]), before_mutation=before_mutation)
         holding.interpreter = Interpreter(runbook, log, services, run=run, params=params, env=env, trigger=trigger,
                                           interactive=options.interactive, step_mode=options.step_mode,
                                           assume=options.assume, workdir=Path.cwd(), secrets=secrets)
