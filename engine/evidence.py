@@ -186,6 +186,7 @@ REQUIRED = (EVENTS, REPORT, REPORT_HTML)
 SEALED = "bundle_sealed"
 _HASH_KEY = b',"hash":"'
 _SUFFIX = len(_HASH_KEY) + 64 + len(b'"}\n')
+_COPY_BELOW = 4096  # a record's body shorter than this is hashed from a copy, which is quicker than a memoryview
 
 
 @dataclass
@@ -208,26 +209,27 @@ class Chain:
 _LIFECYCLE = ("run_started", "run_paused", "run_resumed", "run_finished")
 _READ = frozenset(("artifact", SEALED, *_LIFECYCLE))
 _TAIL = re.compile(rb',"prev":"([0-9a-f]{64})","seq":(\d+),"step":(?:null|"[^"\\]*"),"ts":"([^"\\]*)",'
-                   rb'"type":"([^"\\]*)"\}')
+                   rb'"type":"([^"\\]*)"')
 
 
-def _record(body: bytes, full: bool) -> dict[str, Any]:
-    """A record's fields; `data` only when `full` or its type is one the chain summary reads.
+def _record(line: bytes, end: int, full: bool) -> dict[str, Any]:
+    """The fields of the record whose body is `line[:end] + b"}"`; `data` only when `full` or its type is one
+    the chain summary reads.
 
     The canonical layout puts `data` first and five plain fields after it, so
-    those are read from the tail without parsing `data`; anything unusual is
-    parsed in full.
+    those are read from the tail without parsing (or copying) `data`; anything
+    unusual is parsed in full.
     """
-    at = body.rfind(b',"prev":"')
-    tail = _TAIL.fullmatch(body, at) if at > 8 and not full and body.startswith(b'{"data":') else None
+    at = line.rfind(b',"prev":"', 0, end)
+    tail = _TAIL.fullmatch(line, at, end) if at > 8 and not full and line.startswith(b'{"data":') else None
     if tail is None:
-        record = json.loads(body)
+        record = json.loads(line[:end] + b"}")
         if not isinstance(record, dict):
             raise ValueError("not an object")
         return record
     kind = tail[4].decode("utf-8")
     return {"seq": int(tail[2]), "prev": tail[1].decode("ascii"), "ts": tail[3].decode("utf-8"), "type": kind,
-            "data": json.loads(body[8:at]) if kind in _READ else None}
+            "data": json.loads(line[8:at]) if kind in _READ else None}
 
 
 def scan_chain(path: Path, keep: bool = True, each: Callable[[dict[str, Any]], None] | None = None) -> Chain:
@@ -253,13 +255,18 @@ def scan_chain(path: Path, keep: bool = True, each: Callable[[dict[str, Any]], N
                 raise StateCorrupt(f"{path}:{number}: truncated record")
             if len(line) <= _SUFFIX or line[key_at:key_end] != _HASH_KEY:
                 raise StateCorrupt(f"{path}:{number}: not a valid event record (no trailing hash)")
-            body = line[:key_at] + b"}"
+            end = len(line) - _SUFFIX
             claimed = line[key_end:-3].decode("ascii", errors="replace")
             try:
-                record = _record(body, full)
+                record = _record(line, end, full)
             except ValueError:
                 raise StateCorrupt(f"{path}:{number}: not a valid event record") from None
-            if sha256(body).hexdigest() != claimed:
+            if end > _COPY_BELOW:
+                digest = sha256(memoryview(line)[:end])
+                digest.update(b"}")
+            else:
+                digest = sha256(line[:end] + b"}")
+            if digest.hexdigest() != claimed:
                 raise StateCorrupt(f"{path}:{number}: record seq {record.get('seq')} was modified (hash mismatch)")
             if record.get("prev") != prev:
                 raise StateCorrupt(f"{path}:{number}: record seq {record.get('seq')} does not follow the previous "
@@ -397,19 +404,15 @@ def _read_manifest(path: Path, chain: Chain) -> dict[str, Any]:
     return manifest
 
 
-def first_difference(listed: Mapping[str, Any], present: Mapping[str, str]) -> tuple[str, str] | None:
-    """The first file (by name) where a signed or listed sha256 map and the bundle's files disagree.
-
-    Returns (name, "missing" | "added" | "modified"), or None when they are the same.
-    """
+def check_same_files(directory: Path, listed: Mapping[str, Any], present: Mapping[str, str],
+                     says: Mapping[str, str]) -> None:
+    """StateCorrupt at the first file (by name) where a listed or signed sha256 map and the bundle's files
+    differ; `says` words each kind of difference: "missing", "added", "modified"."""
     for name in sorted(set(listed) | set(present)):
-        if name not in present:
-            return name, "missing"
-        if name not in listed:
-            return name, "added"
-        if listed[name] != present[name]:
-            return name, "modified"
-    return None
+        kind = ("missing" if name not in present else "added" if name not in listed
+                else "modified" if listed[name] != present[name] else None)
+        if kind:
+            raise StateCorrupt(f"{directory / name}: {says[kind]}")
 
 
 def _check_files(directory: Path, chain: Chain, manifest: dict[str, Any], present: dict[str, str]) -> None:
@@ -417,13 +420,10 @@ def _check_files(directory: Path, chain: Chain, manifest: dict[str, Any], presen
     problem = _artifact_problem(directory, chain, present)
     if problem:
         raise StateCorrupt(problem)
-    difference = first_difference(manifest["files"], present)
-    if difference:
-        name, kind = difference
-        raise StateCorrupt(f"{directory / name}: " + {
-            "missing": "file listed in the manifest is missing",
-            "added": "file is not listed in the manifest (added after the run)",
-            "modified": "file was modified (sha256 differs from the manifest)"}[kind])
+    check_same_files(directory, manifest["files"], present, {
+        "missing": "file listed in the manifest is missing",
+        "added": "file is not listed in the manifest (added after the run)",
+        "modified": "file was modified (sha256 differs from the manifest)"})
     for name in REQUIRED:
         if name not in present:
             raise StateCorrupt(f"{directory / name}: missing from the bundle")
