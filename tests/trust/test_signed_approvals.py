@@ -119,7 +119,8 @@ def test_forged_pending_approval_stops_resume(ws: Workspace) -> None:
     assert ws.cli("approve", run_id, "gate", "--by", "alice", "--key", "keys/alice.key", "--deny").code == 0
     entry = json.loads(stored(ws, run_id)[0].read_text())
     # a second decision written into the box by hand, reusing alice's signature of her denial
-    forged = {**entry, "id": entry["id"][:-1] + "f", "decision": "approved"}
+    # (another id: the last hex digit changed, never to itself, or the forgery would replace the recorded one)
+    forged = {**entry, "id": entry["id"][:-1] + ("e" if entry["id"].endswith("f") else "f"), "decision": "approved"}
     (stored(ws, run_id)[0].parent / f"{forged['id']}.json").write_text(json.dumps(forged))
     resumed = ws.cli("resume", run_id, "--no-input")
     assert resumed.code == 30, resumed.text
