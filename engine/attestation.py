@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import StateCorrupt
-from engine.evidence import first_difference
+from engine.evidence import check_same_files
 from engine.keys import key_id
 
 if TYPE_CHECKING:
@@ -102,13 +102,10 @@ def check(directory: Path, files: Mapping[str, str], predicate: Mapping[str, Any
         raise StateCorrupt(f"{path}: payload is not an in-toto Statement v1 about an evidence bundle")
     named = {str(s.get("name")): (s.get("digest") or {}).get("sha256")
              for s in body.get("subject") or [] if isinstance(s, dict)}
-    difference = first_difference(named, files)
-    if difference:
-        name, kind = difference
-        raise StateCorrupt(f"{directory / name}: " + {
-            "missing": "signed in the attestation but missing from the bundle",
-            "added": "in the bundle but not in the signed attestation (added after sealing)",
-            "modified": "sha256 differs from the signed attestation (modified after sealing)"}[kind])
+    check_same_files(directory, named, files, {
+        "missing": "signed in the attestation but missing from the bundle",
+        "added": "in the bundle but not in the signed attestation (added after sealing)",
+        "modified": "sha256 differs from the signed attestation (modified after sealing)"})
     if body.get("predicate") != dict(predicate):
         raise StateCorrupt(f"{path}: the signed run summary does not match the event log and manifest")
     claimed = signatures[0][0]

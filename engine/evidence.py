@@ -404,19 +404,15 @@ def _read_manifest(path: Path, chain: Chain) -> dict[str, Any]:
     return manifest
 
 
-def first_difference(listed: Mapping[str, Any], present: Mapping[str, str]) -> tuple[str, str] | None:
-    """The first file (by name) where a signed or listed sha256 map and the bundle's files disagree.
-
-    Returns (name, "missing" | "added" | "modified"), or None when they are the same.
-    """
+def check_same_files(directory: Path, listed: Mapping[str, Any], present: Mapping[str, str],
+                     says: Mapping[str, str]) -> None:
+    """StateCorrupt at the first file (by name) where a listed or signed sha256 map and the bundle's files
+    differ; `says` words each kind of difference: "missing", "added", "modified"."""
     for name in sorted(set(listed) | set(present)):
-        if name not in present:
-            return name, "missing"
-        if name not in listed:
-            return name, "added"
-        if listed[name] != present[name]:
-            return name, "modified"
-    return None
+        kind = ("missing" if name not in present else "added" if name not in listed
+                else "modified" if listed[name] != present[name] else None)
+        if kind:
+            raise StateCorrupt(f"{directory / name}: {says[kind]}")
 
 
 def _check_files(directory: Path, chain: Chain, manifest: dict[str, Any], present: dict[str, str]) -> None:
@@ -424,13 +420,10 @@ def _check_files(directory: Path, chain: Chain, manifest: dict[str, Any], presen
     problem = _artifact_problem(directory, chain, present)
     if problem:
         raise StateCorrupt(problem)
-    difference = first_difference(manifest["files"], present)
-    if difference:
-        name, kind = difference
-        raise StateCorrupt(f"{directory / name}: " + {
-            "missing": "file listed in the manifest is missing",
-            "added": "file is not listed in the manifest (added after the run)",
-            "modified": "file was modified (sha256 differs from the manifest)"}[kind])
+    check_same_files(directory, manifest["files"], present, {
+        "missing": "file listed in the manifest is missing",
+        "added": "file is not listed in the manifest (added after the run)",
+        "modified": "file was modified (sha256 differs from the manifest)"})
     for name in REQUIRED:
         if name not in present:
             raise StateCorrupt(f"{directory / name}: missing from the bundle")
