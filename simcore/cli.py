@@ -126,13 +126,13 @@ def cmd_db_hash(a: argparse.Namespace) -> int:
 
 
 def cmd_smoke(a: argparse.Namespace) -> int:
-    from .tools_000 import prod_smoke_test
+    from .metacycle import prod_smoke_test
 
     return _lines(prod_smoke_test(_core(a), a.csv))
 
 
 def cmd_schedule(a: argparse.Namespace) -> int:
-    from .tools_000 import meta_schedule
+    from .metacycle import meta_schedule
 
     cmd = "simcore " + " ".join(sys.argv[1:])
     return _lines(meta_schedule(_core(a), a.csv, a.strict, a.on_lock_held, a.force_lock_break,
@@ -140,14 +140,14 @@ def cmd_schedule(a: argparse.Namespace) -> int:
 
 
 def cmd_rollback(a: argparse.Namespace) -> int:
-    from .tools_000 import meta_rollback
+    from .metacycle import meta_rollback
 
     return _lines(meta_rollback(_core(a), a.steps, a.to_hash, a.reason, a.dry_run, a.strict))
 
 
 def cmd_002(name: str) -> Any:
     def run(a: argparse.Namespace) -> int:
-        from . import tools_002 as t
+        from . import copytrader_ops as t
 
         root, cfg, sch = _root(a), Path(a.config), Path(getattr(a, "schema", "") or "")
         calls = {
@@ -167,7 +167,7 @@ def cmd_002(name: str) -> Any:
 
 
 def cmd_reduce_only(a: argparse.Namespace) -> int:
-    from .tools_002 import reduce_only
+    from .copytrader_ops import reduce_only
 
     return _lines(reduce_only(_root(a), a.symbol, a.side, a.notional, a.qty, a.client_order_id,
                               a.risk_off, a.json))

@@ -100,7 +100,7 @@ class Core:
             for b in bars:
                 conn.execute("INSERT INTO processed_txs VALUES (?,?,?,?)",
                              (f"XAUUSD:M1:{b['ts_ms']}", b["ts_ms"], "bar", start_ms))
-            cls._set_cursor(conn, int(bars[-1]["ts_ms"]), start_ms)
+            cls.set_cursor(conn, int(bars[-1]["ts_ms"]), start_ms)
             conn.execute("INSERT INTO equity_curve VALUES (?,?,?,?)",
                          (start_ms, START_CASH, START_CASH, 0.0))
         conn.close()
@@ -121,7 +121,8 @@ class Core:
         return core
 
     @staticmethod
-    def _set_cursor(conn: sqlite3.Connection, ts_ms: int, now_ms: int) -> None:
+    def set_cursor(conn: sqlite3.Connection, ts_ms: int, now_ms: int) -> None:
+        """Record the last processed bar (last_processed_timestamp_ms / _event_key) in system_state."""
         db.set_state(conn, "last_processed_timestamp_ms", ts_ms, now_ms)
         db.set_state(conn, "last_processed_event_key", f"XAUUSD:M1:{ts_ms}", now_ms)
 
@@ -146,7 +147,8 @@ class Core:
             if lock:
                 lock.release()
 
-    def _s(self, section: str, key: str) -> Any:
+    def setting(self, section: str, key: str) -> Any:
+        """One settings value (settings.yaml, else its default)."""
         return self.settings.get(section, {}).get(key, DEFAULT_SETTINGS[section][key])
 
     # ------------------------------------------------------------------ reads
@@ -206,7 +208,8 @@ class Core:
         with self.session(write=False) as (w, c):
             return self._positions(w, c)
 
-    def _order(self, c: sqlite3.Connection, client_order_id: str) -> dict[str, Any] | None:
+    def order_record(self, c: sqlite3.Connection, client_order_id: str) -> dict[str, Any] | None:
+        """The local order (intent joined with its result) by client order id, or None."""
         row = c.execute(
             "SELECT i.client_order_id, i.symbol, i.side, i.qty, i.notional, i.order_type, "
             "i.limit_price, i.reduce_only, i.source, i.created_ms, r.status, r.exchange_order_id, "
@@ -224,12 +227,12 @@ class Core:
         with self.session(write=False) as (_w, c):
             ids = [r[0] for r in c.execute(
                 f"SELECT client_order_id FROM order_results WHERE status IN {db.OPEN_STATUSES} ORDER BY id")]
-            return [o for o in (self._order(c, i) for i in ids) if o]
+            return [o for o in (self.order_record(c, i) for i in ids) if o]
 
     def find_order(self, client_order_id: str) -> dict[str, Any]:
         """Local record and exchange view of one order (verify after an in-doubt submit)."""
         with self.session(write=False) as (w, c):
-            local = self._order(c, client_order_id)
+            local = self.order_record(c, client_order_id)
             out: dict[str, Any] = {"client_order_id": client_order_id, "local": local}
             try:
                 w.require_up()
@@ -306,11 +309,11 @@ class Core:
         if (notional is None) == (qty is None) or (notional or qty or 0) <= 0:
             raise BadRequest("give exactly one positive notional or qty")
         with self.session() as (w, c):
-            existing = self._order(c, client_order_id)
+            existing = self.order_record(c, client_order_id)
             if existing is not None:
                 if existing["status"] == "UNKNOWN":
-                    self._sync_one(w, c, existing, resubmit=True)
-                    existing = self._order(c, client_order_id) or existing
+                    self.sync_order(w, c, existing, resubmit=True)
+                    existing = self.order_record(c, client_order_id) or existing
                 return {**existing, "idempotent_replay": True}
             st = db.get_state(c)
             if symbol not in w.get("prices"):
@@ -327,10 +330,10 @@ class Core:
                 raise Refused(f"reduce-only {side} {q} {symbol} would increase the position ({pos})")
             if abs(signed) > abs(pos) + 1e-12:
                 raise Refused(f"reduce-only {side} {q} {symbol} exceeds the position {pos} (would flip)")
-            min_notional = float(self._s("execution", "min_notional"))
+            min_notional = float(self.setting("execution", "min_notional"))
             if q * price < min_notional:
                 raise Refused(f"notional {q * price:.2f} below min_notional {min_notional}")
-            return {**self._submit(w, c, client_order_id, symbol, side, q, "market", None, True,
+            return {**self.submit_intent(w, c, client_order_id, symbol, side, q, "market", None, True,
                                    "operator", actor, notional), "idempotent_replay": False}
 
     def submit_order(self, symbol: str, side: str, qty: float, client_order_id: str,
@@ -343,7 +346,7 @@ class Core:
         if not client_order_id or qty <= 0:
             raise BadRequest("client_order_id and a positive qty are required")
         with self.session() as (w, c):
-            existing = self._order(c, client_order_id)
+            existing = self.order_record(c, client_order_id)
             if existing is not None:
                 return {**existing, "idempotent_replay": True}
             if db.get_state(c).get("safety_mode") == "HALT":
@@ -356,12 +359,13 @@ class Core:
                     raise BadRequest(f"unknown symbol {symbol!r} and no reference price")
                 with db.tx(w.conn):
                     w.set("prices", {**prices, symbol: float(ref_price)})
-            return {**self._submit(w, c, client_order_id, symbol, side, float(qty), "market", None, False,
+            return {**self.submit_intent(w, c, client_order_id, symbol, side, float(qty), "market", None, False,
                                    "rebalance", actor, None), "idempotent_replay": False}
 
-    def _submit(self, w: World, c: sqlite3.Connection, cid: str, symbol: str, side: str, qty: float,
+    def submit_intent(self, w: World, c: sqlite3.Connection, cid: str, symbol: str, side: str, qty: float,
                 order_type: str, limit: float | None, reduce_only: bool, source: str, actor: str,
                 notional: float | None) -> dict[str, Any]:
+        """Record an order intent, send it to the exchange and apply the answer (UNKNOWN when unreachable)."""
         now = w.now_ms
         with db.tx(c):
             c.execute("INSERT INTO order_intents(client_order_id, symbol, side, qty, notional, "
@@ -372,11 +376,11 @@ class Core:
             db.audit(c, now, "execution", "submit", actor, None, "PENDING",
                      details={"client_order_id": cid, "symbol": symbol, "side": side, "qty": qty,
                               "order_type": order_type, "reduce_only": reduce_only})
-        ttl = int(self._s("execution", "order_ttl_bars")) * int(self._s("ingest", "bar_interval_ms"))
+        ttl = int(self.setting("execution", "order_ttl_bars")) * int(self.setting("ingest", "bar_interval_ms"))
         try:
             with db.tx(w.conn):
                 remote = w.submit(cid, symbol, side, qty, order_type, limit, reduce_only, ttl,
-                                  float(self._s("execution", "max_slippage_bps")))
+                                  float(self.setting("execution", "max_slippage_bps")))
         except BrokerUnavailable as exc:
             with db.tx(c):
                 c.execute("UPDATE order_results SET status='UNKNOWN', error_code=?, error_message=?, "
@@ -384,9 +388,9 @@ class Core:
                           (exc.error_code, str(exc), now, now, cid))
                 db.audit(c, now, "execution", "submit_failed", actor, "PENDING", "UNKNOWN",
                          exc.error_code, str(exc), {"client_order_id": cid})
-            return self._order(c, cid) or {}
+            return self.order_record(c, cid) or {}
         self._apply_remote(c, cid, "PENDING", remote, now, actor)
-        return self._order(c, cid) or {}
+        return self.order_record(c, cid) or {}
 
     def _apply_remote(self, c: sqlite3.Connection, cid: str, local_status: str,
                       remote: dict[str, Any], now: int, actor: str) -> None:
@@ -410,18 +414,18 @@ class Core:
                           "avg_price=excluded.avg_price, updated_ms=excluded.updated_ms",
                           (remote["symbol"], q, remote["avg_price"], now))
 
-    def _sync_one(self, w: World, c: sqlite3.Connection, order: dict[str, Any], resubmit: bool = False) -> bool:
+    def sync_order(self, w: World, c: sqlite3.Connection, order: dict[str, Any], resubmit: bool = False) -> bool:
         """Bring one open order up to date from the exchange; False when the query failed."""
         cid, now = order["client_order_id"], w.now_ms
         try:
             w.require_up()
             remote = w.query(cid)
             if remote is None and resubmit:
-                ttl = int(self._s("execution", "order_ttl_bars")) * int(self._s("ingest", "bar_interval_ms"))
+                ttl = int(self.setting("execution", "order_ttl_bars")) * int(self.setting("ingest", "bar_interval_ms"))
                 with db.tx(w.conn):
                     remote = w.submit(cid, order["symbol"], order["side"], order["qty"], order["order_type"],
                                       order["limit_price"], order["reduce_only"], ttl,
-                                      float(self._s("execution", "max_slippage_bps")))
+                                      float(self.setting("execution", "max_slippage_bps")))
         except BrokerUnavailable as exc:
             if order["status"] == "UNKNOWN":
                 with db.tx(c):
@@ -445,14 +449,15 @@ class Core:
         ids = [r[0] for r in c.execute(
             f"SELECT client_order_id FROM order_results WHERE status IN {db.OPEN_STATUSES} ORDER BY id")]
         for cid in ids:
-            order = self._order(c, cid)
+            order = self.order_record(c, cid)
             if order:
-                self._sync_one(w, c, order)
-        self._retry_budget(w, c)
+                self.sync_order(w, c, order)
+        self.enforce_retry_budget(w, c)
 
-    def _retry_budget(self, w: World, c: sqlite3.Connection) -> dict[str, Any] | None:
-        max_attempts = int(self._s("execution", "retry_budget_max_attempts"))
-        window_ms = int(self._s("execution", "retry_budget_window_sec")) * 1000
+    def enforce_retry_budget(self, w: World, c: sqlite3.Connection) -> dict[str, Any] | None:
+        """UNKNOWN orders past the retry budget: mark them and escalate per retry_budget_mode."""
+        max_attempts = int(self.setting("execution", "retry_budget_max_attempts"))
+        window_ms = int(self.setting("execution", "retry_budget_window_sec")) * 1000
         now = w.now_ms
         rows = c.execute("SELECT client_order_id, attempts, first_attempt_ms FROM order_results "
                          "WHERE status='UNKNOWN' AND attempts>=?", (max_attempts,)).fetchall()
@@ -464,7 +469,7 @@ class Core:
                 c.execute("UPDATE order_results SET error_message='RETRY_BUDGET_EXCEEDED: ' || attempts || "
                           "' attempts' WHERE client_order_id=? AND error_message NOT LIKE 'RETRY_BUDGET%'",
                           (r["client_order_id"],))
-            mode = str(self._s("execution", "retry_budget_mode"))
+            mode = str(self.setting("execution", "retry_budget_mode"))
             return safety.escalate(c, now, mode, "EXECUTION_RETRY_BUDGET_EXCEEDED",
                                    f"{len(rows)} UNKNOWN order(s) exhausted {max_attempts} attempts "
                                    f"({len(over)} within {window_ms // 1000}s): {', '.join(r['client_order_id'] for r in rows)}",
@@ -501,8 +506,8 @@ class Core:
                 db.audit(c, now, "reconcile", "adopt_broker", actor, canonical_json(local),
                          canonical_json(broker), "RECONCILE_ADOPT", "local positions set from broker")
             local = dict(broker)
-        tol = float(self._s("reconcile", "tolerance_qty"))
-        crit = float(self._s("reconcile", "critical_drift_pct"))
+        tol = float(self.setting("reconcile", "tolerance_qty"))
+        crit = float(self.setting("reconcile", "critical_drift_pct"))
         drift: list[dict[str, Any]] = []
         missing: list[str] = []
         for sym in sorted(set(local) | set(broker)):
@@ -583,7 +588,7 @@ class Core:
                     "events": events}
 
     def _tick_once(self, w: World, c: sqlite3.Connection, events: list[str]) -> None:
-        interval = int(self._s("ingest", "bar_interval_ms"))
+        interval = int(self.setting("ingest", "bar_interval_ms"))
         with db.tx(w.conn):
             step, now = int(w.get("step")) + 1, w.now_ms + interval
             w.set("step", step)
@@ -620,11 +625,11 @@ class Core:
                         events.append("ARMED_SAFE BROKER_DOWN")
         if broker_ok and bar is not None:
             with db.tx(w.conn):
-                w.match(bar, float(self._s("execution", "max_slippage_bps")))
+                w.match(bar, float(self.setting("execution", "max_slippage_bps")))
         self._sync_orders(w, c)
         if broker_ok and bars:
             self._strategy(w, c, bars, step)
-        self._mark_equity(w, c, now, events)
+        self.mark_equity(w, c, now, events)
         drift: list[dict[str, Any]] | None = None
         if broker_ok:
             r = self._reconcile(w, c, False, "simcore", record=False)
@@ -654,7 +659,7 @@ class Core:
             try:
                 w.require_up()
                 broker, local = w.positions(), self._local_positions(c)
-                tol = float(self._s("reconcile", "tolerance_qty"))
+                tol = float(self.setting("reconcile", "tolerance_qty"))
                 drift = [{"symbol": sym, "local": local.get(sym, 0.0), "broker": broker.get(sym)}
                          for sym in sorted(set(local) | set(broker))
                          if abs((broker.get(sym) or 0.0) - local.get(sym, 0.0)) > tol]
@@ -674,9 +679,9 @@ class Core:
                 safety.escalate(c, now, "ARMED_SAFE", "DATA_INVALID", str(exc))
             return []
         if now - cursor > window:
-            if self._s("ingest", "maintenance_skip_gap"):
+            if self.setting("ingest", "maintenance_skip_gap"):
                 with db.tx(c):
-                    self._set_cursor(c, int(bars[-1]["ts_ms"]), now)
+                    self.set_cursor(c, int(bars[-1]["ts_ms"]), now)
                     db.set_state(c, "maintenance_skip_applied_ms", now, now)
                     mode, code = st.get("safety_mode"), st.get("safety_reason_code")
                     if mode != "HALT" or code == "BACKFILL_WINDOW_EXCEEDED":
@@ -698,8 +703,8 @@ class Core:
                 c.execute("INSERT OR IGNORE INTO processed_txs VALUES (?,?,?,?)",
                           (f"XAUUSD:M1:{b['ts_ms']}", b["ts_ms"], "bar", now))
             if new:
-                self._set_cursor(c, int(new[-1]["ts_ms"]), now)
-            max_stale = int(self._s("data", "max_staleness_sec")) * 1000
+                self.set_cursor(c, int(new[-1]["ts_ms"]), now)
+            max_stale = int(self.setting("data", "max_staleness_sec")) * 1000
             if now - int(bars[-1]["ts_ms"]) > max_stale:
                 if safety.escalate(c, now, "ARMED_SAFE", "DATA_STALE",
                                    f"last bar {iso_utc(int(bars[-1]['ts_ms']))} older than {max_stale // 1000}s"):
@@ -718,21 +723,22 @@ class Core:
             lookback, mult = int(params["lookback"]), float(params["exposure_multiplier"])
         except (OSError, ValueError, KeyError, TypeError):
             return
-        if len(bars) <= lookback or now_stale(bars, w.now_ms, 2 * int(self._s("ingest", "bar_interval_ms"))):
+        if len(bars) <= lookback or now_stale(bars, w.now_ms, 2 * int(self.setting("ingest", "bar_interval_ms"))):
             return
         close = float(bars[-1]["close"])
         target = _sign(close - float(bars[-1 - lookback]["close"])) * round(mult, 3)
-        if abs(target) * close > float(self._s("risk", "max_position_notional")):
+        if abs(target) * close > float(self.setting("risk", "max_position_notional")):
             return
         diff = round(target - self._local_positions(c).get("XAUUSD", 0.0), 6)
         if abs(diff) < 1e-9:
             return
         side = "buy" if diff > 0 else "sell"
         limit = round(close * (1 - 0.0002 if side == "buy" else 1 + 0.0002), 3)
-        self._submit(w, c, f"strat-{step:06d}", "XAUUSD", side, abs(diff), "limit", limit, False,
+        self.submit_intent(w, c, f"strat-{step:06d}", "XAUUSD", side, abs(diff), "limit", limit, False,
                      "strategy", "simcore", round(abs(diff) * close, 2))
 
-    def _mark_equity(self, w: World, c: sqlite3.Connection, now: int, events: list[str]) -> None:
+    def mark_equity(self, w: World, c: sqlite3.Connection, now: int, events: list[str]) -> None:
+        """Append the equity point; a daily loss or drawdown breach engages the kill switch."""
         equity = w.equity()
         row = c.execute("SELECT peak FROM equity_curve ORDER BY ts_ms DESC LIMIT 1").fetchone()
         peak = max(equity, row["peak"] if row else equity)
@@ -745,10 +751,10 @@ class Core:
         start = first["equity"] if first else equity
         loss_pct = (start - equity) / start * 100 if start else 0.0
         breach = []
-        if loss_pct >= float(self._s("risk", "max_daily_loss_pct")):
-            breach.append(f"daily_loss_pct={loss_pct:.2f} >= {self._s('risk', 'max_daily_loss_pct')}")
-        if dd * 100 >= float(self._s("risk", "max_drawdown_pct")):
-            breach.append(f"drawdown_pct={dd * 100:.2f} >= {self._s('risk', 'max_drawdown_pct')}")
+        if loss_pct >= float(self.setting("risk", "max_daily_loss_pct")):
+            breach.append(f"daily_loss_pct={loss_pct:.2f} >= {self.setting('risk', 'max_daily_loss_pct')}")
+        if dd * 100 >= float(self.setting("risk", "max_drawdown_pct")):
+            breach.append(f"drawdown_pct={dd * 100:.2f} >= {self.setting('risk', 'max_drawdown_pct')}")
         if breach and (not self.lay.kill_switch.exists() or db.get_state(c).get("safety_mode") != "HALT"):
             self._engage(w, c, "LOSS_LIMIT_BREACH: " + "; ".join(breach), "simcore:risk", "LOSS_LIMIT_BREACH")
             events.append("HALT LOSS_LIMIT_BREACH")

@@ -121,7 +121,7 @@ def data_gap(core: Core) -> Result:
 
 
 def _heal_gap(core: Core, undo: dict[str, Any]) -> Result:
-    interval = int(core._s("ingest", "bar_interval_ms"))
+    interval = int(core.setting("ingest", "bar_interval_ms"))
     bars = market.read_csv(core.lay.csv)
     filled = market.fill_gaps(bars, interval)
     market.write_csv(core.lay.csv, filled)
@@ -161,7 +161,7 @@ def stale_data(core: Core) -> Result:
 
 
 def _heal_stale(core: Core, undo: dict[str, Any]) -> Result:
-    interval = int(core._s("ingest", "bar_interval_ms"))
+    interval = int(core.setting("ingest", "bar_interval_ms"))
     with core.session() as (w, _c), db.tx(w.conn):
         w.set("feed_stalled", False)
         bars = market.read_csv(core.lay.csv)
@@ -227,15 +227,15 @@ def _heal_schema(core: Core, undo: dict[str, Any]) -> Result:
 def retry_budget(core: Core) -> Result:
     """Rate-limit the exchange, submit a probe order (UNKNOWN) and retry it to exhaustion."""
     _flag("retry_budget", "rate_limited", True)(core)
-    max_attempts = int(core._s("execution", "retry_budget_max_attempts"))
+    max_attempts = int(core.setting("execution", "retry_budget_max_attempts"))
     with core.session() as (w, c):
         cid = f"probe-{w.get('step')}-{w.get('order_seq', 0)}"
-        core._submit(w, c, cid, "XAUUSD", "buy", 0.01, "market", None, False, "strategy", "simcore", None)
-        order = core._order(c, cid) or {}
+        core.submit_intent(w, c, cid, "XAUUSD", "buy", 0.01, "market", None, False, "strategy", "simcore", None)
+        order = core.order_record(c, cid) or {}
         for _ in range(max_attempts):
-            core._sync_one(w, c, order)
-            order = core._order(c, cid) or order
-        trans = core._retry_budget(w, c)
+            core.sync_order(w, c, order)
+            order = core.order_record(c, cid) or order
+        trans = core.enforce_retry_budget(w, c)
         st = db.get_state(c)
     return {"order": order, "transition": trans, "safety_mode": st.get("safety_mode"),
             "safety_reason_code": st.get("safety_reason_code")}
@@ -245,7 +245,7 @@ def backfill_window_exceeded(core: Core) -> Result:
     window = int(core.settings.get("backfill_window_ms", 3_600_000))
     with core.session() as (w, c), db.tx(c):
         cursor = w.now_ms - 2 * window
-        core._set_cursor(c, cursor, w.now_ms)
+        core.set_cursor(c, cursor, w.now_ms)
         safety.escalate(c, w.now_ms, "HALT", "BACKFILL_WINDOW_EXCEEDED",
                         f"cursor lag {2 * window}ms > backfill_window_ms {window}")
     _remember(core, "backfill_window_exceeded", {})
@@ -254,13 +254,13 @@ def backfill_window_exceeded(core: Core) -> Result:
 
 def loss_breach(core: Core) -> Result:
     """An adverse move takes equity below the daily loss limit; the risk check engages the kill switch."""
-    pct = float(core._s("risk", "max_daily_loss_pct")) + 1.0
+    pct = float(core.setting("risk", "max_daily_loss_pct")) + 1.0
     with core.session() as (w, c):
         with db.tx(w.conn):
             loss = round(w.equity() * pct / 100, 2)
             w.set("cash", float(w.get("cash")) - loss)
         events: list[str] = []
-        core._mark_equity(w, c, w.now_ms, events)
+        core.mark_equity(w, c, w.now_ms, events)
     _remember(core, "loss_breach", {})
     return {"loss": loss, "events": events, "kill_switch": core.kill_switch_state()}
 

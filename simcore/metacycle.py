@@ -35,9 +35,9 @@ def check_data(core: Core, csv: str) -> tuple[str, str] | None:
         return ("data_invalid", str(exc))
     with core.session(write=False) as (w, _c):
         now = w.now_ms
-    problems = market.quality(bars, now, int(core._s("ingest", "bar_interval_ms")),
-                              int(core._s("data", "check_window_bars")),
-                              int(core._s("data", "max_staleness_sec")) * 1000)
+    problems = market.quality(bars, now, int(core.setting("ingest", "bar_interval_ms")),
+                              int(core.setting("data", "check_window_bars")),
+                              int(core.setting("data", "max_staleness_sec")) * 1000)
     return problems[0] if problems else None
 
 
@@ -48,7 +48,7 @@ def check_anomaly(core: Core, csv: str) -> list[str]:
         ret = market.max_abs_return_pct(market.read_csv(_csv_path(core, csv)), 60)
     except market.DataInvalid:
         ret = 0.0
-    limit = float(core._s("data", "anomaly_return_pct"))
+    limit = float(core.setting("data", "anomaly_return_pct"))
     if ret > limit:
         found.append(f"bar return {ret:.2f}% > {limit}%")
     return found

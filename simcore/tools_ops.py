@@ -1,6 +1,6 @@
 """The seed tools of systems 001, 003 and 004 over the simulated core's worlds (simcore.worlds).
 
-Each returns (exit_code, lines) like tools_000 / tools_002: JSON on stdout, the seed's exit
+Each returns (exit_code, lines) like metacycle / copytrader_ops: JSON on stdout, the seed's exit
 semantics (0 ok / pass, 1 a finding or failure, 2 bad arguments).
 """
 
