@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fsutil import atomic_write_json, read_json, wall_ms
+from .fsutil import atomic_write_json, pid_alive, read_json, wall_ms
 
 Out = tuple[int, list[str]]
 
@@ -31,25 +31,13 @@ def _files(root: Path) -> dict[str, Path]:
             "state": d / "runtime_state.json", "log": d / "trader.log"}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _pid(root: Path) -> int | None:
     path = _files(root)["pid"]
     try:
         pid = int(path.read_text(encoding="ascii").strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def _emit(code: int, obj: dict[str, Any]) -> Out:
@@ -141,7 +129,7 @@ def stop(root: Path, graceful: bool = True, timeout_s: float = 30.0) -> Out:
     t0 = wall_ms()
     os.kill(pid, signal.SIGTERM if graceful else signal.SIGKILL)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             return _emit(1, {"error": f"trader pid {pid} did not exit within {timeout_s}s", "pid": pid})
         time.sleep(0.05)
