@@ -193,6 +193,8 @@ def cmd_ops(name: str) -> Any:
                 "replay": lambda: t.replay(core, a.month),
                 "slippage-report": lambda: t.slippage_report(core, a.month),
                 "ledger-audit": lambda: t.ledger_audit(core),
+                "risk-off-plan": lambda: t.riskoff_plan(core, a.client_token, a.preview),
+                "risk-off-execute": lambda: t.riskoff_execute(core, a.client_token),
             }[a.rb_command](),
             "canary": lambda: t.canary(core, next(k for k in ("status", "report", "progress", "rollback")
                                                   if getattr(a, k)) if not a.start else "start", a.start),
@@ -263,6 +265,11 @@ def _add_ops(add: Any) -> None:
     sp.add_argument("--month", required=True)
     sp.add_argument("--client-token", required=True, help="client order ids are rb-<token>-<n>")
     rb.add_parser("ledger-audit", help="full reconciliation audit of the rebalance ledger")
+    sp = rb.add_parser("risk-off-plan", help="flatten plan (reduce-only, every broker position) for the next safe window")
+    sp.add_argument("--client-token", required=True, help="client order ids are ro-<token>-<n>")
+    sp.add_argument("--preview", action="store_true", help="compute and print only, write nothing")
+    sp = rb.add_parser("risk-off-execute", help="place the risk-off plan at or after its safe window; ledger")
+    sp.add_argument("--client-token", required=True)
     sp = add("canary", cmd_ops("canary"), "seed 004 canary_orchestrator.py")
     g = sp.add_mutually_exclusive_group(required=True)
     for flag in ("status", "report", "progress", "rollback"):

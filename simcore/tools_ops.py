@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from . import worlds
 from .core import Core
+from .errors import BadRequest, Refused
 from .fsutil import atomic_write_json, atomic_write_text, canonical_json, iso_utc, read_json
 from .settings import config_hash
 
@@ -331,6 +333,13 @@ def ledger_audit(core: Core) -> Out:
             findings.append(f"{cid}: no fill")
         elif fills[cid]["qty"] != o["qty"]:
             findings.append(f"{cid}: filled {fills[cid]['qty']} of {o['qty']}")
+    ro_orders = {x["client_order_id"]: x for x in rows if x.get("type") == "riskoff_order"}
+    ro_fills = {x["client_order_id"]: x for x in rows if x.get("type") == "riskoff_fill"}
+    for cid, o in ro_orders.items():
+        if not o.get("broker_order_id"):
+            findings.append(f"{cid}: risk-off order without broker order id")
+        if cid not in ro_fills:
+            findings.append(f"{cid}: risk-off order not filled")
     for m in sorted({x["month"] for x in orders.values()}):
         for d in ("decisions", "plans"):
             if not (r / d / f"{m}.json").exists():
@@ -339,6 +348,111 @@ def ledger_audit(core: Core) -> Out:
     findings += [f"{c}: order recorded twice" for c in dup]
     rep = {"orders": len(orders), "fills": len(fills), "findings": findings, "ok": not findings}
     return _out(0 if not findings else 1, rep, f"LEDGER_AUDIT={'PASS' if not findings else 'FAIL'}")
+
+
+def next_session_open(cal: dict[str, Any], now_ms: int) -> tuple[str, int] | None:
+    """The first regular session open (09:30 exchange time) at or after now_ms, from the calendar."""
+    tz = ZoneInfo(str(cal.get("timezone", "America/New_York")))
+    hh, mm = (int(x) for x in str(cal.get("regular_open", "09:30")).split(":"))
+    for d in cal["trading_days"]:
+        at = int(datetime.combine(date.fromisoformat(d), time(hh, mm), tzinfo=tz).timestamp() * 1000)
+        if at >= now_ms:
+            return d, at
+    return None
+
+
+def _riskoff_token(client_token: str) -> str:
+    """The token in ro-<token>-<n>: the tail of a long token is kept (a run id's unique suffix), so
+    client order ids stay within 64 characters."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", client_token)[-56:]
+
+
+def riskoff_plan(core: Core, client_token: str, preview: bool = False) -> Out:
+    """§4.2 D risk-off per policy: flatten every position the broker holds (reduce-only market
+    orders: sell a long, buy back a short) at the next safe window (policy risk_off.window;
+    next_session_open = the next regular open in the calendar, the strategy's Close->Open
+    convention). Written to plans/riskoff-<token>.json with a ledger record; idempotent (an
+    existing plan is kept). Refuses while an earlier risk-off order is still in doubt (no fill
+    recorded and not rejected): resolve it first, never sell twice. `preview` writes nothing."""
+    r = _rb(core)
+    token = _riskoff_token(client_token)
+    ppath = r / "plans" / f"riskoff-{token}.json"
+    if ppath.exists():
+        return _out(0, {"plan": read_json(ppath), "created": False, "path": str(ppath)})
+    rows = _jsonl(r / "ledger.jsonl")
+    settled = {x["client_order_id"] for x in rows if x.get("type") == "riskoff_fill"}
+    in_doubt = [x["client_order_id"] for x in rows if x.get("type") == "riskoff_order"
+                and x["client_order_id"] not in settled and x.get("status") != "REJECTED"]
+    if in_doubt:
+        return _out(1, {"error": "earlier risk-off orders are in doubt: resolve them before a new plan",
+                        "in_doubt": in_doubt}, "RISKOFF_PLAN=REFUSED")
+    policy = dict(read_json(r / "policy.json").get("risk_off", {}))
+    if policy.get("action", "flatten") != "flatten" or policy.get("window", "next_session_open") != "next_session_open":
+        return _out(2, {"error": f"unsupported risk-off policy {policy}"})
+    held = core.positions().get("broker")
+    if held is None:
+        return _out(1, {"error": "broker unreachable: current positions unknown, no risk-off plan"})
+    now = _now(core)
+    window = next_session_open(read_json(r / "calendar.json"), now)
+    if window is None:
+        return _out(1, {"error": "no session open left in the calendar"})
+    orders = [{"symbol": s, "side": "sell" if q > 0 else "buy", "qty": abs(float(q)), "held_qty": float(q),
+               "reduce_only": True, "client_order_id": f"ro-{token}-{n}"}
+              for n, (s, q) in enumerate(sorted((s, q) for s, q in held.items() if q), start=1)]
+    p = {"purpose": "risk-off", "action": "flatten", "token": token, "created_ts": iso_utc(now),
+         "window": "next_session_open", "window_day": window[0], "window_ms": window[1],
+         "window_utc": iso_utc(window[1]), "order_type": "market, reduce-only", "orders": orders}
+    if preview:
+        return _out(0, {"plan": p, "created": False, "preview": True})
+    atomic_write_json(ppath, p)
+    with (r / "ledger.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(canonical_json({"ts_ms": now, "type": "riskoff_plan", "token": token, "window_utc": p["window_utc"],
+                                 "orders": len(orders)}) + "\n")
+    return _out(0, {"plan": p, "created": True, "path": str(ppath)})
+
+
+def riskoff_execute(core: Core, client_token: str) -> Out:
+    """Place the risk-off plan's reduce-only orders (client order id ro-<token>-<n>; allowed in
+    HALT as risk-off) once the safe window has come, never before; each order with its broker
+    order id, and each fill, into the ledger. A repeat replays the same client order ids (the
+    core answers the recorded order), so nothing is ever sold twice."""
+    r = _rb(core)
+    token = _riskoff_token(client_token)
+    ppath = r / "plans" / f"riskoff-{token}.json"
+    if not ppath.exists():
+        return _out(1, {"error": f"no risk-off plan {ppath.name}"})
+    p = read_json(ppath)
+    now = _now(core)
+    if now < int(p["window_ms"]):
+        return _out(1, {"error": f"before the safe window {p['window_utc']}", "now_utc": iso_utc(now)},
+                    "RISKOFF=NOT_YET")
+    rows = _jsonl(r / "ledger.jsonl")
+    ordered = {x["client_order_id"] for x in rows if x.get("type") == "riskoff_order"}
+    filled = {x["client_order_id"] for x in rows if x.get("type") == "riskoff_fill"}
+    results = []
+    for o in p["orders"]:
+        cid = o["client_order_id"]
+        try:
+            got = core.reduce_only_order(o["symbol"], o["side"], qty=o["qty"], client_order_id=cid,
+                                         risk_off=True, actor="risk-off")
+        except (Refused, BadRequest) as exc:
+            got = {"status": "REJECTED", "error_message": str(exc)}
+        now = _now(core)
+        rec = {"token": token, "client_order_id": cid, "broker_order_id": got.get("exchange_order_id"),
+               "symbol": o["symbol"], "side": o["side"], "qty": o["qty"]}
+        with (r / "ledger.jsonl").open("a", encoding="utf-8") as fh:
+            if cid not in ordered:
+                fh.write(canonical_json({"ts_ms": now, "type": "riskoff_order", **rec,
+                                         "status": got.get("status")}) + "\n")
+            if got.get("status") == "FILLED" and cid not in filled:
+                fh.write(canonical_json({"ts_ms": now, "type": "riskoff_fill", **rec, "qty": got["filled_qty"],
+                                         "fill_price": got.get("avg_price")}) + "\n")
+        results.append({**rec, "status": got.get("status"), "filled_qty": got.get("filled_qty"),
+                        "avg_price": got.get("avg_price"), "replay": got.get("idempotent_replay"),
+                        "error": got.get("error_message")})
+    ok = all(x["status"] == "FILLED" for x in results)
+    return _out(0 if ok else 1, {"window_utc": p["window_utc"], "orders": results, "all_filled": ok},
+                f"RISKOFF={'FILLED' if ok else 'INCOMPLETE'}")
 
 
 # ------------------------------------------------------------------ 004: ML production ops

@@ -48,7 +48,9 @@ STRATEGY: dict[str, Any] = {"strategy_version": "xsmom-2.1.0", "code_commit": "3
 POLICY: dict[str, Any] = {"catch_up_post_open": False, "decision_deadline_min_after_close": 60,
           "broker_retry": {"attempts": 3, "delay_s": 1}, "halt_window_min": 30,
           "unreconciled_max_min": 30, "slippage_band_bps": 10.0, "spread_band_bps": 5.0,
-          "max_daily_jump_pct": 15.0}
+          "max_daily_jump_pct": 15.0,
+          # §4.2 D "risk-off per policy at next safe window": flatten at the next regular session open
+          "risk_off": {"action": "flatten", "window": "next_session_open", "reduce_only": True}}
 MODELS: dict[str, dict[str, Any]] = {
     "v2.3.0": {"precision": 0.58, "signed_off_by": "risk:carol", "registered_at": "2025-10-02T09:00:00Z"},
     "v2.3.1": {"precision": 0.60, "signed_off_by": "risk:carol", "registered_at": "2025-11-14T09:00:00Z"},
@@ -85,7 +87,7 @@ def calendar(now_ms: int) -> dict[str, Any]:
     last: dict[str, str] = {}
     for d in days:
         last[d[:7]] = d
-    return {"exchange": "NYSE", "timezone": "America/New_York", "regular_close": "16:00",
+    return {"exchange": "NYSE", "timezone": "America/New_York", "regular_open": "09:30", "regular_close": "16:00",
             "trading_days": days, "early_closes": EARLY_CLOSES, "last_trading_day": last,
             "holidays": sorted(HOLIDAYS_2025_2026)}
 

@@ -149,8 +149,9 @@ def test_incident_loss_breach_halts_immediately(sim):
     sim.simcore("inject", "loss_breach")
     dry_run_untouched(sim, "incident-immediate-actions")
     code, doc = run(sim, "incident-immediate-actions")
-    assert (code, doc["outcome"]) == (60, "ANOMALY_HALT"), doc["message"]
-    assert "post-mortem" in doc["message"]
+    # HALT at once; the risk-off flatten waits for a second person (test_rebalance_ops.py)
+    assert (code, doc["outcome"]) == (12, "PAUSED"), doc.get("message")
+    assert doc["waiting_for"]["step"] == "approve_flatten"
     assert status(sim)["safety_mode"] == "HALT"
     assert doc["steps"]["safe_mode"]["status"] == "skipped"  # already HALT: never downgraded
     assert verified(sim, doc)

@@ -9,8 +9,11 @@ leaves core/ byte-identical.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from typing import Any
 
+from tests.conftest import SIMCORE
 from tests.runbooks import scenario
 
 SYSTEM = "rebalance"
@@ -288,12 +291,70 @@ def test_data_integrity_failure_refetches_from_the_secondary_provider(sim):
     assert verified(sim, doc)
 
 
-def test_drawdown_halt_cancels_open_orders(sim):
+def _core_at(sim: Any, start_ms: int) -> None:
+    """Re-create the workspace's core with its clock at start_ms (same seed)."""
+    shutil.rmtree(sim.root / "core")
+    subprocess.run([SIMCORE, "init", str(sim.root / "core"), "--seed", "7", "--start-ms", str(start_ms)],
+                   check=True, capture_output=True, text=True)
+
+
+def _ledger(sim: Any, kind: str) -> list[dict[str, Any]]:
+    lines = (sim.root / "core/rebalance/ledger.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+OPEN_0930_ET = 1_769_092_200_000  # 2026-01-22T14:30:00Z, a Thursday: the next session open
+
+
+def test_drawdown_halt_cancels_then_flattens_at_the_next_session_open(sim):
+    _core_at(sim, OPEN_0930_ET - 20 * 60_000)  # 14:10Z, before the open
     sim.simcore("tick", "--n", "1")  # the strategy places an order
     sim.simcore("inject", "loss_breach")
+    held = status(sim)["positions"]["broker"]
+    assert held["BTCUSDT"] == 0.05
+    code, doc = dry(sim, "incident-immediate-actions")
+    assert (code, doc["outcome"]) == (60, "ANOMALY_HALT") and doc["steps"]["flatten"]["status"] == "planned"
+    orders = doc["steps"]["flatten_preview"]["result"]["json"]["plan"]["orders"]
+    assert [(o["side"], o["qty"], o["symbol"]) for o in orders] == [("sell", 0.05, "BTCUSDT")]
+
     code, doc = run(sim, "incident-immediate-actions")
-    assert code == 60 and doc["steps"]["risk_off"]["status"] == "ok"
-    assert status(sim)["open_orders"] == 0
+    assert (code, doc["outcome"]) == (12, "PAUSED") and doc["waiting_for"]["step"] == "approve_flatten"
+    assert doc["steps"]["risk_off"]["status"] == "ok" and status(sim)["open_orders"] == 0
+    plan = doc["steps"]["flatten_plan"]["result"]["json"]["plan"]
+    assert (plan["window_utc"], plan["window"]) == ("2026-01-22T14:30:00Z", "next_session_open")
+    assert status(sim)["positions"]["broker"]["BTCUSDT"] == 0.05  # nothing sold before the window
+    assert len(_ledger(sim, "riskoff_plan")) == 1
+
+    sim.simcore("tick", "--n", "20")  # the session opens
+    code, doc = scenario.approve_and_resume(sim, doc, "approve_flatten")
+    assert (code, doc["outcome"]) == (60, "ANOMALY_HALT"), doc.get("message")
+    assert "positions flat" in doc["message"] and "post-mortem" in doc["message"]
+    st = status(sim)
+    assert st["safety_mode"] == "HALT" and all(q == 0 for q in st["positions"]["broker"].values())
+    cid = f"ro-{doc['run_id']}-1"
+    (order,) = _ledger(sim, "riskoff_order")
+    (fill,) = _ledger(sim, "riskoff_fill")
+    assert order["client_order_id"] == fill["client_order_id"] == cid
+    assert order["broker_order_id"] and fill["qty"] == 0.05 and order["side"] == "sell"
+    assert verified(sim, doc)
+
+    # never sold twice: placing the same plan again replays the recorded order
+    again = sim.simcore("rebalance", "risk-off-execute", "--client-token", doc["run_id"])
+    assert again.code == 0 and json.loads(again.out)["orders"][0]["replay"] is True
+    assert len(_ledger(sim, "riskoff_order")) == 1 and len(_ledger(sim, "riskoff_fill")) == 1
+    assert all(q == 0 for q in status(sim)["positions"]["broker"].values())
+
+
+def test_drawdown_flatten_denied_holds_positions_in_halt(sim):
+    sim.simcore("inject", "loss_breach")
+    code, doc = run(sim, "incident-immediate-actions")
+    assert code == 12 and doc["waiting_for"]["step"] == "approve_flatten"
+    code, doc = scenario.approve_and_resume(sim, doc, "approve_flatten", deny=True)
+    assert (code, doc["outcome"]) == (60, "ANOMALY_HALT") and "not approved" in doc["message"]
+    st = status(sim)
+    assert st["safety_mode"] == "HALT" and st["positions"]["broker"]["BTCUSDT"] == 0.05
+    assert _ledger(sim, "riskoff_order") == []
+    assert verified(sim, doc)
 
 
 def test_broker_down_on_the_rebalance_day_halts_after_the_retry_policy(sim):
