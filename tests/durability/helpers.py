@@ -114,6 +114,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's zombie waits for init, which may be slow to reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def kill_pidfile(path: Path) -> None:
     """SIGKILL the process whose pid a step wrote to `path` (an orphaned step child), if any."""
     try:

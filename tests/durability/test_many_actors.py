@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .helpers import effect_lines, events, finish, of_type, run_record, run_records, wait_for
+from .helpers import alive, effect_lines, events, finish, of_type, run_record, run_records, wait_for
 
 if TYPE_CHECKING:
     from tests.conftest import Workspace
@@ -72,15 +72,6 @@ def tokens(ws: Workspace, name: str = "effects.txt") -> list[tuple[str, str]]:
 def verified(ws: Workspace, run_id: str) -> None:
     res = ws.cli("evidence", "verify", run_id)
     assert res.code == 0, res.text
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def names_driver(text: str, pid: int) -> bool:
