@@ -91,3 +91,11 @@ def pid_alive(pid: int) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def int_or_none(v: str | None) -> int | None:
+    """int(v), or None when v is None or not an integer."""
+    try:
+        return None if v is None else int(v)
+    except ValueError:
+        return None
