@@ -15,7 +15,7 @@ from .broker import World
 from .core import Core, utc_stamp
 from .errors import SimcoreError
 from .fsutil import append_line, iso_utc, wall_ms
-from .settings import ConfigError, config_hash, load_settings, validate
+from .settings import ConfigError, config_hash, execution_adapter_enabled, load_settings, validate
 
 Out = tuple[int, list[str]]
 
@@ -76,7 +76,8 @@ def preflight(root: Path, config: Path, schema: Path, exchange_time: bool = Fals
 
 
 def post_start(root: Path, config: Path, schema: Path, metrics_tail: int = 5) -> Out:
-    """Safety mode and reason, cursor, audit_log count and the metrics tail; exit 1 when HALT."""
+    """Safety mode and reason, cursor, audit_log count, service mode and execution adapter state
+    (enabled only in live), and the metrics tail; exit 1 when HALT."""
     settings, errors = _load(config, schema)
     if errors or settings is None:
         return 1, [*errors, "poststart_failed reason=CONFIG_INVALID"]
@@ -88,7 +89,9 @@ def post_start(root: Path, config: Path, schema: Path, metrics_tail: int = 5) ->
     lines = [f"{k}={st.get(k)}" for k in ("safety_mode", "safety_reason_code", "safety_reason_message",
                                           "last_processed_timestamp_ms", "last_processed_event_key",
                                           "maintenance_skip_applied_ms")]
-    lines += [f"audit_log_count={audits}", f"order_results_count={results}"]
+    lines += [f"audit_log_count={audits}", f"order_results_count={results}",
+              f"mode={settings.get('mode', 'live')}",
+              f"execution_adapter={'enabled' if execution_adapter_enabled(settings) else 'disabled'}"]
     mpath = Path(str(settings.get("metrics_log_path", "logs/metrics.log")))
     mpath = mpath if mpath.is_absolute() else core.root / mpath
     tail = mpath.read_text(encoding="utf-8").splitlines()[-metrics_tail:] if mpath.exists() else []

@@ -26,6 +26,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
         "max_slippage_bps": 5.0,
         "min_notional": 5.0,
         "order_ttl_bars": 3,
+        # seed 002 Mode-Specific Validation: the execution adapter places orders at the exchange.
+        # The service runs it only in mode live (dry-run and backfill-only disable it); false keeps
+        # it off in live too. Reported by `simcore post-start` as execution_adapter=enabled|disabled.
+        "adapter_enabled": True,
     },
     "risk": {
         "max_daily_loss_pct": 2.0,
@@ -75,7 +79,11 @@ SCHEMA: dict[str, Any] = {
                     "max_slippage_bps": {"type": "number", "minimum": 0},
                     "min_notional": {"type": "number", "minimum": 0},
                     "order_ttl_bars": {"type": "integer", "minimum": 1},
-                }
+                    "adapter_enabled": {"type": "boolean"},
+                },
+                # adapter_enabled is optional (default true): configs written before it stay valid
+                ["max_slippage_bps", "min_notional", "order_ttl_bars", "retry_budget_max_attempts",
+                 "retry_budget_mode", "retry_budget_window_sec"],
             ),
             "risk": _obj(
                 {
@@ -265,3 +273,10 @@ def validate(instance: Any, schema: dict[str, Any], path: str = "$") -> list[str
             elif schema.get("additionalProperties") is False:
                 errs.append(f"{path}: additional property {k!r} is not allowed")
     return errs
+
+
+def execution_adapter_enabled(settings: dict[str, Any]) -> bool:
+    """The execution adapter runs (places external orders) only in mode live with adapter_enabled
+    (default true); dry-run and backfill-only disable it (seed 002 Mode-Specific Validation)."""
+    execution = settings.get("execution") or {}
+    return settings.get("mode", "live") == "live" and bool(execution.get("adapter_enabled", True))

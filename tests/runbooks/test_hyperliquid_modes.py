@@ -52,8 +52,19 @@ def safe(sim: Any) -> None:
     assert res.code == 0, res.text
 
 
+def service_mode(sim: Any, mode: str, adapter_enabled: bool = True) -> None:
+    """The service (re)started in `mode` (settings.yaml mode; the adapter runs only in live) with
+    execution.adapter_enabled as given."""
+    cfg = sim.root / "core/config/settings.yaml"
+    text = cfg.read_text().replace("\nmode: live\n", f"\nmode: {mode}\n")
+    text = text.replace("adapter_enabled: true", f"adapter_enabled: {str(adapter_enabled).lower()}")
+    cfg.write_text(text)
+    assert f"\nmode: {mode}\n" in cfg.read_text()
+
+
 def test_backfill_only_needs_the_cursor_to_advance(sim):
     safe(sim)
+    service_mode(sim, "backfill-only")
     proc = start(sim, "backfill-only")
     at_step(sim, "cursor_advanced")
     assert sim.simcore("tick").code == 0  # ingest processes the next bar
@@ -65,6 +76,7 @@ def test_backfill_only_needs_the_cursor_to_advance(sim):
 
 def test_backfill_only_cursor_stuck_is_rejected(sim):
     safe(sim)
+    service_mode(sim, "backfill-only")
     code, doc = scenario.run(sim, "hyperliquid", "post-start-checks", "--param", "target_mode=backfill-only",
                              "--param", "cursor_advance_timeout=2s", env=ENV)
     assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT") and "did not advance" in doc["message"]
@@ -73,6 +85,7 @@ def test_backfill_only_cursor_stuck_is_rejected(sim):
 
 def test_dry_run_mode_with_an_external_order_halts(sim):
     safe(sim)
+    service_mode(sim, "dry-run")
     proc = start(sim, "dry-run")
     at_step(sim, "cursor_advanced")
     placed = sim.simcore("reduce-only-order", "--symbol", "BTCUSDT", "--side", "sell", "--qty", "0.01",
@@ -86,6 +99,7 @@ def test_dry_run_mode_with_an_external_order_halts(sim):
 
 
 def test_dry_run_mode_cursor_need_not_advance(sim):
+    service_mode(sim, "dry-run")
     scenario.dry_run_untouched(sim, "hyperliquid", "post-start-checks", "--param", "target_mode=dry-run",
                                "--param", "cursor_advance_timeout=1s", env=ENV)
     code, doc = scenario.run(sim, "hyperliquid", "post-start-checks", "--param", "target_mode=dry-run",
@@ -94,11 +108,50 @@ def test_dry_run_mode_cursor_need_not_advance(sim):
     assert "cursor did not advance (not required in dry-run)" in doc["message"]
 
 
+# -- the execution adapter: enabled in live, disabled in dry-run and backfill-only --------------
+
+
+def test_live_needs_the_execution_adapter_enabled(sim):
+    code, doc = scenario.run(sim, "hyperliquid", "post-start-checks", env=ENV)
+    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
+    assert "execution adapter enabled" in doc["message"]
+    assert "execution_adapter=enabled" in doc["steps"]["execution_adapter"]["result"]["stdout"]
+    service_mode(sim, "live", adapter_enabled=False)  # the fault: the adapter switched off in the config
+    scenario.dry_run_untouched(sim, "hyperliquid", "post-start-checks", env=ENV)
+    before = scenario.status(sim)
+    code, doc = scenario.run(sim, "hyperliquid", "post-start-checks", env=ENV)
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT"), doc["message"]
+    assert "live: the execution adapter is not enabled (mode=live, execution_adapter=disabled)" in doc["message"]
+    after = scenario.status(sim)
+    assert (after["safety_mode"], after["audit_log_count"]) == (before["safety_mode"], before["audit_log_count"])
+    assert scenario.verified(sim, doc)
+    code, doc = scenario.run(sim, "hyperliquid", "go-no-go", env=ENV)
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT"), doc["message"]
+    assert "did not validate end-to-end in live mode" in doc["message"]
+    assert "execution adapter is not enabled" in doc["message"]
+    assert scenario.verified(sim, doc)
+
+
+def test_dry_run_needs_the_execution_adapter_disabled(sim):
+    # the service still runs in live mode (adapter enabled) while dry-run is being validated
+    code, doc = scenario.run(sim, "hyperliquid", "post-start-checks", "--param", "target_mode=dry-run",
+                             "--param", "cursor_advance_timeout=1s", env=ENV)
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT"), doc["message"]
+    assert "dry-run: the execution adapter is not disabled (mode=live, execution_adapter=enabled)" in doc["message"]
+    assert scenario.verified(sim, doc)
+    service_mode(sim, "dry-run")
+    code, doc = scenario.run(sim, "hyperliquid", "post-start-checks", "--param", "target_mode=dry-run",
+                             "--param", "cursor_advance_timeout=1s", env=ENV)
+    assert (code, doc["outcome"]) == (0, "SUCCESS"), doc["message"]
+    assert "execution adapter disabled" in doc["message"]
+
+
 # -- go-no-go: end-to-end flow in the target mode, dated integration test records ---------------
 
 
 def test_go_no_go_is_no_go_when_the_flow_fails_in_the_target_mode(sim):
     safe(sim)
+    service_mode(sim, "backfill-only")
     code, doc = scenario.run(sim, "hyperliquid", "go-no-go", "--param", "target_mode=backfill-only",
                              "--param", "flow_timeout=1s", env=ENV)
     assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT"), doc["message"]
@@ -109,6 +162,7 @@ def test_go_no_go_is_no_go_when_the_flow_fails_in_the_target_mode(sim):
 
 def test_go_no_go_goes_in_backfill_only_when_the_cursor_advances(sim):
     safe(sim)
+    service_mode(sim, "backfill-only")
     proc = sim.popen("run", "go-no-go", "--params-file", sim.profile("hyperliquid"), "--no-input", "--output",
                      "json", "--param", "target_mode=backfill-only", env=ENV)
     at_step(sim, "cursor_advanced")
