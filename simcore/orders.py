@@ -19,8 +19,6 @@ from .reconcile import local_positions
 if TYPE_CHECKING:
     from .core import Core
 
-TERMINAL = ("FILLED", "CANCELED", "EXPIRED", "REJECTED")
-
 
 def sign(x: float) -> int:
     """-1, 0 or 1: the sign of x."""
