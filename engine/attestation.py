@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import StateCorrupt
-from engine.evidence import check_same_files
+from engine.evidence import check_same_files, sealing_temp
 from engine.keys import key_id
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def write(directory: Path, files: Mapping[str, str], predicate: Mapping[str, Any
     envelope = {"payload": base64.b64encode(payload).decode("ascii"), "payloadType": PAYLOAD_TYPE,
                 "signatures": [{"keyid": signer,
                                 "sig": base64.b64encode(key.sign(pae(PAYLOAD_TYPE, payload))).decode("ascii")}]}
-    tmp = directory / f".{ATTESTATION}.tmp"
+    tmp = sealing_temp(directory / ATTESTATION)
     with tmp.open("w", encoding="utf-8") as handle:
         json.dump(envelope, handle, indent=2)
         handle.write("\n")

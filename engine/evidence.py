@@ -320,12 +320,20 @@ def manifest_fields(chain: Chain) -> dict[str, Any]:
     }
 
 
+SEALED_FILES = (REPORT, REPORT_HTML, MANIFEST, ATTESTATION)
+# What a sealing process killed between writing a sealed file and renaming it leaves behind: not evidence,
+# removed by the next seal (also the manifest's temporary name in earlier versions).
+SEALING_TEMPS = frozenset({*(f".{name}.tmp" for name in SEALED_FILES), f"{MANIFEST}.tmp"})
+
+
 def bundle_files(directory: Path) -> dict[str, str]:
-    """sha256 of every file of the bundle except manifest.json and the attestation (which cover them)."""
+    """sha256 of every file of the bundle except manifest.json and the attestation (which cover them) and a
+    killed seal's temporary files."""
     files = {}
     for path in sorted(directory.rglob("*")):
-        if path.is_file() and path.relative_to(directory).as_posix() not in (MANIFEST, ATTESTATION):
-            files[path.relative_to(directory).as_posix()] = sha256_file(path)
+        name = path.relative_to(directory).as_posix()
+        if path.is_file() and name not in (MANIFEST, ATTESTATION) and name not in SEALING_TEMPS:
+            files[name] = sha256_file(path)
     return files
 
 
@@ -333,11 +341,16 @@ def _manifest_text(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def sealing_temp(path: Path) -> Path:
+    """The hidden sibling a sealed file (report, manifest, attestation) is written to before it replaces `path`."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def write_manifest(directory: Path, chain: Chain) -> dict[str, Any]:
     """Write manifest.json atomically: the chain-derived run fields, every file's sha256, the last event hash."""
     manifest = {**manifest_fields(chain), "files": bundle_files(directory), "last_event_hash": chain.last_hash,
                 "event_count": chain.count}
-    tmp = directory / (MANIFEST + ".tmp")
+    tmp = sealing_temp(directory / MANIFEST)
     tmp.write_text(_manifest_text(manifest), encoding="utf-8")
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())

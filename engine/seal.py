@@ -21,11 +21,13 @@ from engine.evidence import (
     REPORT,
     REPORT_HTML,
     SEALED,
+    SEALING_TEMPS,
     EventLog,
     attestation_predicate,
     bundle_files,
     manifest_fields,
     scan_chain,
+    sealing_temp,
     write_manifest,
 )
 from engine.keys import key_id, load_private
@@ -36,7 +38,7 @@ from engine.secrets import engine_key
 
 def _write(path: Path, text: str) -> str:
     data = text.encode("utf-8")
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = sealing_temp(path)
     tmp.write_bytes(data)
     tmp.replace(path)
     return hashlib.sha256(data).hexdigest()
@@ -58,6 +60,8 @@ def seal_bundle(config: Config, directory: Path, last_hash: str, seq: int) -> di
     """Write report.md and report.html for the closed event log in `directory`, record their sha256 (and the
     signer) in a final `bundle_sealed` event, write manifest.json and, with `signing.key`, attestation.dsse.json,
     then append the manifest's sha256 to the run ledger. Returns the manifest (its last_event_hash is the seal's)."""
+    for name in SEALING_TEMPS:  # left by a sealing process killed before its rename (e.g. approve's re-seal)
+        (directory / name).unlink(missing_ok=True)
     built = Account()
     chain = scan_chain(directory / EVENTS, keep=False, each=built.add)
     if chain.last_hash != last_hash or chain.count != seq:

@@ -438,6 +438,24 @@ def test_approve_killed_at_a_random_moment_then_resume_succeeds(actors: Actors, 
     verified(ws, run_id)
 
 
+@pytest.mark.parametrize("left", [".report.md.tmp", ".report.html.tmp", ".manifest.json.tmp", "manifest.json.tmp",
+                                  ".attestation.dsse.json.tmp"])
+def test_a_seal_killed_before_its_rename_leaves_no_file_in_the_bundle(actors: Actors, left: str) -> None:
+    """A sealing process (here `approve`'s re-seal) killed between writing a file and renaming it leaves its
+    temporary file; the next seal removes it instead of listing it in the manifest (found by the random-kill
+    test above, round 44: the bundle then failed to verify)."""
+    ws = actors.ws
+    runbook(ws, "gated", GATE + shell("act", MARK) + shell("after", MARK))
+    run_id = paused_at_gate(ws, "gated")
+    bundle = ws.root / "evidence" / run_id
+    (bundle / left).write_text("half-written\n")
+    assert ws.cli("approve", run_id, "gate", "--by", "alice").code == 0
+    resumed = ws.cli("resume", run_id, "--no-input")
+    assert resumed.code == 0, resumed.text
+    assert not (bundle / left).exists()
+    verified(ws, run_id)
+
+
 # -- 6. kill -9 of the engine while a step's process (own session) still runs -----------------------
 
 
