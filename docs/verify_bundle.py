@@ -19,7 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-SKIP = ("manifest.json", "attestation.dsse.json")
+SKIP = ("manifest.json", "attestation.dsse.json",
+        # a killed seal's temporary files (not evidence; the next seal removes them)
+        ".report.md.tmp", ".report.html.tmp", ".manifest.json.tmp", ".attestation.dsse.json.tmp", "manifest.json.tmp")
 
 
 def fail(message):
