@@ -51,13 +51,9 @@ class Rehearse:
         return answer(ctx)
 
 
-class RehearseAct:
+class RehearseAct(Rehearse):
     name: ClassVar[str] = "rehearse.act"
     mutates: ClassVar[bool] = True
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
-
-    def run(self, params: Any, ctx: Any) -> dict[str, Any]:
-        return answer(ctx)
 
     def plan(self, params: Any, ctx: Any) -> Plan:
         return Plan(summary=f"would act for {ctx.step_id}")
