@@ -320,10 +320,15 @@ def manifest_fields(chain: Chain) -> dict[str, Any]:
     }
 
 
+def sealing_temp(path: Path) -> Path:
+    """The hidden sibling a sealed file (report, manifest, attestation) is written to before it replaces `path`."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 SEALED_FILES = (REPORT, REPORT_HTML, MANIFEST, ATTESTATION)
 # What a sealing process killed between writing a sealed file and renaming it leaves behind: not evidence,
 # removed by the next seal (also the manifest's temporary name in earlier versions).
-SEALING_TEMPS = frozenset({*(f".{name}.tmp" for name in SEALED_FILES), f"{MANIFEST}.tmp"})
+SEALING_TEMPS = frozenset({*(sealing_temp(Path(name)).name for name in SEALED_FILES), f"{MANIFEST}.tmp"})
 
 
 def bundle_files(directory: Path) -> dict[str, str]:
@@ -339,11 +344,6 @@ def bundle_files(directory: Path) -> dict[str, str]:
 
 def _manifest_text(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def sealing_temp(path: Path) -> Path:
-    """The hidden sibling a sealed file (report, manifest, attestation) is written to before it replaces `path`."""
-    return path.with_name(f".{path.name}.tmp")
 
 
 def write_manifest(directory: Path, chain: Chain) -> dict[str, Any]:
