@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint tool-venvs bench clean
+.PHONY: install bytecode demo test lint tool-venvs bench clean
 
 install: $(STAMP)
 
@@ -12,10 +12,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/python -m compileall -q engine checks actions transports >/dev/null
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Every CLI process imports the project: with PYTHONDONTWRITEBYTECODE set it would compile each module
+# from source every time, so the bytecode is written once here (only modules changed since are redone).
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q engine checks actions transports simcore >/dev/null
+
+demo: $(STAMP) bytecode
 	$(BIN)/python scripts/demo.py
 
 lint: $(STAMP)
@@ -23,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict engine checks actions transports simcore
 
 # The linters and the downloads of the tools the tests drive (freqtrade, ansible-core) overlap.
-test: $(STAMP)
+test: $(STAMP) bytecode
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint tool-venvs
 	$(BIN)/runbook validate
 	$(BIN)/pytest -n auto --dist worksteal
@@ -31,7 +35,7 @@ test: $(STAMP)
 tool-venvs: $(STAMP)
 	$(BIN)/python -m tests.tool_venvs
 
-bench: $(STAMP)
+bench: $(STAMP) bytecode
 	$(BIN)/python bench/paired.py $(BENCH_ARGS)
 
 clean:

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from engine.errors import InvalidRunbook, Problem, UsageError
+from engine.fastcheck import proves_valid
 from engine.loader import Document, load_file
 from engine.model import Runbook
 
@@ -163,9 +164,11 @@ def _declaration_problem(runbook: Runbook, name: str, message: str) -> Problem:
 
 def _check_types(runbook: Runbook, values: dict[str, Any], file_values: dict[str, Any],
                  cli_values: dict[str, str]) -> None:
+    schema = {"type": "object", "properties": runbook.params}
+    if proves_valid(json.dumps(schema, sort_keys=True, default=repr), schema, values):
+        return
     from jsonschema import Draft202012Validator
 
-    schema = {"type": "object", "properties": runbook.params}
     problems = []
     for error in Draft202012Validator(schema).iter_errors(values):
         path = tuple(error.absolute_path)

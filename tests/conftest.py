@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from simcore.core import Core
+
 RUNBOOK = str(Path(sys.executable).with_name("runbook"))
 SIMCORE = str(Path(sys.executable).with_name("simcore"))
 REPO = Path(__file__).resolve().parent.parent
@@ -90,8 +92,7 @@ class SimWorkspace(Workspace):
 
     def __init__(self, root: Path, seed: int = 7) -> None:
         super().__init__(root)
-        subprocess.run([SIMCORE, "init", str(root / "core"), "--seed", str(seed)], check=True,
-                       capture_output=True, text=True)
+        Core.init(root / "core", seed=seed)  # in-process: `simcore init` itself is tested in tests/simcore
         self.configure()
 
     def configure(self, core_url: str | None = None) -> None:
