@@ -29,9 +29,12 @@ REPORT = "report.md"
 ARTIFACTS = "artifacts"
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+
+
 def canonical(record: Any) -> str:
     """The one serialisation that hashes are computed over."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+    return _CANONICAL.encode(record)
 
 
 def utc_now() -> str:
@@ -51,10 +54,30 @@ def sha256_file(path: Path) -> str:
 def _plain(value: Any) -> Any:
     """`value` with tuples as lists and every mapping key a string: what a JSON round trip gives back."""
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else str(k): _plain(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else str(k): _plain(v) if isinstance(v, _NESTED) else v
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v) if isinstance(v, _NESTED) else v for v in value]
     return value
+
+
+_NESTED = (dict, list, tuple)
+
+
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(raw: bytes) -> Any:
+    """`json.loads(raw)` of a JSON object on one line, without json.loads' per-call layers (it decides when in doubt)."""
+    if raw[:2] == b'{"':
+        try:
+            text = raw.decode("utf-8", "surrogatepass")
+            value, end = _SCAN(text, 0)
+        except (ValueError, StopIteration):
+            return json.loads(raw)
+        if end == len(text) or text[end:] == "\n":
+            return value
+    return json.loads(raw)
 
 
 def _json_safe(value: Any) -> Any:
@@ -170,7 +193,7 @@ def iter_events(path: Path) -> Iterator[dict[str, Any]]:
         for line in handle:
             if not line.endswith(b"\n"):
                 break
-            yield json.loads(line)
+            yield _loads(line)
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -223,13 +246,13 @@ def _record(line: bytes, end: int, full: bool) -> dict[str, Any]:
     at = line.rfind(b',"prev":"', 0, end)
     tail = _TAIL.fullmatch(line, at, end) if at > 8 and not full and line.startswith(b'{"data":') else None
     if tail is None:
-        record = json.loads(line[:end] + b"}")
+        record = _loads(line[:end] + b"}")
         if not isinstance(record, dict):
             raise ValueError("not an object")
         return record
     kind = tail[4].decode("utf-8")
     return {"seq": int(tail[2]), "prev": tail[1].decode("ascii"), "ts": tail[3].decode("utf-8"), "type": kind,
-            "data": json.loads(line[8:at]) if kind in _READ else None}
+            "data": _loads(line[8:at]) if kind in _READ else None}
 
 
 def scan_chain(path: Path, keep: bool = True, each: Callable[[dict[str, Any]], None] | None = None) -> Chain:

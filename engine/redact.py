@@ -63,7 +63,12 @@ def encodings(secret: str) -> list[str]:
 
 def mask(text: str) -> str:
     """`text` with every registered secret and credential-looking substring masked (for printing)."""
-    return Redactor().text(text)
+    global _MASKER
+    known, redactor = _MASKER
+    if known != _REGISTERED:
+        known, redactor = frozenset(_REGISTERED), Redactor()
+        _MASKER = known, redactor
+    return redactor.text(text)
 
 
 class Redactor:
@@ -76,7 +81,7 @@ class Redactor:
 
     def needs_redaction(self, serialized: str) -> bool:
         """False when a serialized record holds no secret and nothing credential-like (the common case)."""
-        return any(s in serialized for s in self._needles) or _maybe_credential(serialized)
+        return any(map(serialized.__contains__, self._needles)) or _maybe_credential(serialized)
 
     def text(self, value: str) -> str:
         """A string with every secret and credential-looking substring masked."""
@@ -110,12 +115,12 @@ class Redactor:
         return self.text(str(value))
 
 
+_MASKER: tuple[frozenset[str], Redactor] = (frozenset(), Redactor())
 _HINTS = ("pass", "secret", "key", "token", "auth", "bearer", "akia", "asia", "private", "gh", "xox", "sk-", "://", "credential")
 
 
 def _maybe_credential(value: str) -> bool:
-    lowered = value.lower()
-    return any(h in lowered for h in _HINTS)
+    return any(map(value.lower().__contains__, _HINTS))
 
 
 def _mask_match(match: re.Match[str]) -> str:
