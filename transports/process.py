@@ -135,6 +135,12 @@ def _base_env() -> dict[bytes, bytes]:
     return dict(os.environb)
 
 
+@functools.cache
+def _devnull() -> int:
+    """/dev/null opened once per process (close-on-exec): the stdin of a command given none."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
 def run_command(
     argv: Sequence[str],
     *,
@@ -161,35 +167,48 @@ def run_command(
             full_env.pop(os.fsencode(name), None)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
     try:
         proc = subprocess.Popen(
             argv,
             cwd=cwd,
             env=full_env,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin is not None else _devnull(),
+            stdout=out_w,
+            stderr=err_w,
             start_new_session=True,
             close_fds=False,  # Python opens fds O_CLOEXEC; skipping the close loop is faster
         )
-    except FileNotFoundError:
-        raise PluginError(f"command not found: {argv[0]}") from None
-    except PermissionError:
-        raise PluginError(f"command not executable: {argv[0]}") from None
-    except OSError as e:
-        raise PluginError(f"cannot start {argv[0]}: {e.strerror or e}") from None
+    except BaseException as e:
+        os.close(out_r)
+        os.close(err_r)
+        if isinstance(e, FileNotFoundError):
+            raise PluginError(f"command not found: {argv[0]}") from None
+        if isinstance(e, PermissionError):
+            raise PluginError(f"command not executable: {argv[0]}") from None
+        if isinstance(e, OSError):
+            raise PluginError(f"cannot start {argv[0]}: {e.strerror or e}") from None
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
     out: list[bytes] = []
     err: list[bytes] = []
+    sinks = {out_r: out, err_r: err}
     try:
-        finished = _pump(proc, stdin.encode() if stdin is not None else None, out, err, deadline)
+        finished = _pump(proc, stdin.encode() if stdin is not None else None, sinks, deadline)
         if finished:
             finished = _wait_exit(proc, deadline)
         if not finished:
             _kill_group(proc)
-            _pump(proc, None, out, err, time.monotonic() + _GRACE_S)
+            _pump(proc, None, sinks, time.monotonic() + _GRACE_S)
     except BaseException:
         _kill_group(proc)
         raise
+    finally:
+        for fd in sinks:
+            os.close(fd)
     result = {
         "argv": argv,
         "exit_code": proc.returncode,
@@ -203,19 +222,12 @@ def run_command(
     return result
 
 
-def _pump(
-    proc: subprocess.Popen[bytes],
-    data: bytes | None,
-    out: list[bytes],
-    err: list[bytes],
-    deadline: float | None,
-) -> bool:
-    """Feed stdin and read stdout/stderr until both close (True) or the deadline passes (False)."""
-    sinks: dict[Any, list[bytes]] = {proc.stdout: out, proc.stderr: err}
+def _pump(proc: subprocess.Popen[bytes], data: bytes | None, sinks: dict[int, list[bytes]], deadline: float | None) -> bool:
+    """Feed stdin and read the output pipes (`sinks`: fd -> chunks) until both close (True) or the deadline passes
+    (False); a pipe that closed is closed and left out of `sinks`."""
     with _Selector() as sel:
-        for stream in sinks:
-            if stream is not None and not stream.closed:
-                sel.register(stream, selectors.EVENT_READ)
+        for fd in sinks:
+            sel.register(fd, selectors.EVENT_READ)
         view = memoryview(data or b"")
         if proc.stdin is not None and not proc.stdin.closed:
             if view:
@@ -239,10 +251,11 @@ def _pump(
                     continue
                 chunk = os.read(key.fd, 65536)
                 if chunk:
-                    sinks[fileobj].append(chunk)
+                    sinks[key.fd].append(chunk)
                 else:
-                    sel.unregister(fileobj)
-                    fileobj.close()
+                    sel.unregister(key.fd)
+                    os.close(key.fd)
+                    del sinks[key.fd]
     return True
 
 
