@@ -4,6 +4,7 @@ is stopped and restarted through the CLI; RTO and RPO are measured and recorded.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,10 @@ def trading(sim: Any) -> Iterator[Any]:
     """The workspace with its trading process running; the process is stopped afterwards."""
     started = sim.simcore("trader", "start", "--interval", "0.2", "--checkpoint-every", "5")
     assert started.code == 0, started.text
+    deadline = time.monotonic() + 120  # a bound on the event, not a timing claim: a loaded machine cycles slowly
+    while trader(sim).get("persisted_seq") is None:  # the drills compare against a saved state: wait for the first
+        assert time.monotonic() < deadline, "the trader never saved its runtime state"
+        time.sleep(0.05)
     try:
         yield sim
     finally:
