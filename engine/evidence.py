@@ -23,6 +23,7 @@ from engine.redact import Redactor
 from engine.vocabulary import Outcome, RunStatus
 
 GENESIS = "0" * 64
+_LINE_BUFFER = 1 << 20  # reading a log line by line: a line longer than the buffer is read in buffer-sized pieces
 EVENTS = "events.jsonl"
 MANIFEST = "manifest.json"
 REPORT = "report.md"
@@ -189,7 +190,7 @@ def _drop_torn_tail(path: Path) -> dict[str, Any] | None:
 
 def iter_events(path: Path) -> Iterator[dict[str, Any]]:
     """Every complete record of an event log, one at a time (a torn last line from a crash is ignored)."""
-    with path.open("rb") as handle:
+    with path.open("rb", buffering=_LINE_BUFFER) as handle:
         for line in handle:
             if not line.endswith(b"\n"):
                 break
@@ -272,7 +273,7 @@ def scan_chain(path: Path, keep: bool = True, each: Callable[[dict[str, Any]], N
     record: dict[str, Any] = {}
     full = keep or each is not None
     key_at, key_end = -_SUFFIX, -_SUFFIX + len(_HASH_KEY)
-    with path.open("rb") as handle:
+    with path.open("rb", buffering=_LINE_BUFFER) as handle:
         for number, line in enumerate(handle, start=1):
             if line[-1:] != b"\n":
                 raise StateCorrupt(f"{path}:{number}: truncated record")
