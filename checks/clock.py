@@ -78,7 +78,8 @@ class TimeOffset:
             {"required": ["json_url", "json_field"]},
             {"required": ["argv"]},
         ],
-        "dependentRequired": {"json_field": ["json_url"]},
+        "if": {"required": ["json_field"]},  # draft-7 keywords: a compiled check proves valid steps
+        "then": {"required": ["json_url"]},
     }
 
     def run(self, params: Mapping[str, Any], ctx: StepContext) -> dict[str, Any]:

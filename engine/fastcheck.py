@@ -11,7 +11,7 @@ import json
 import marshal
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,12 @@ def schema_walk(schema: Any, path: tuple[Any, ...] = ()) -> Iterable[tuple[tuple
             stack.extend((v, where + (i,)) for i, v in enumerate(node))
 
 
-def proves_valid(key: str, schema: Any, value: Any) -> bool:
-    """True when the compiled check of `schema` (cached under `key`) accepts `value`; False means:
-    ask jsonschema, either because the value is invalid or because the schema uses draft 2020-12
-    keywords that draft 7 reads differently."""
+def proves_valid(key: str, schema_of: Callable[[], Any], value: Any) -> bool:
+    """True when the compiled check of the schema `schema_of()` builds (cached under `key`, so built
+    once) accepts `value`; False means: ask jsonschema, either because the value is invalid or
+    because the schema uses draft 2020-12 keywords that draft 7 reads differently."""
     if key not in _CHECKS:
+        schema = schema_of()
         usable = isinstance(schema, dict) and not any(
             kind in NOT_DRAFT7 or (kind == "items" and isinstance(v, list)) for _, kind, v in schema_walk(schema))
         try:

@@ -165,7 +165,7 @@ def _declaration_problem(runbook: Runbook, name: str, message: str) -> Problem:
 def _check_types(runbook: Runbook, values: dict[str, Any], file_values: dict[str, Any],
                  cli_values: dict[str, str]) -> None:
     schema = {"type": "object", "properties": runbook.params}
-    if proves_valid(json.dumps(schema, sort_keys=True, default=repr), schema, values):
+    if proves_valid(json.dumps(schema, sort_keys=True, default=repr), lambda: schema, values):
         return
     from jsonschema import Draft202012Validator
 

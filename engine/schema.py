@@ -163,7 +163,7 @@ def runbook_schema(registry: Any = None) -> dict[str, Any]:
                 continue
             params = getattr(plugin, "params_schema", None)
             if isinstance(params, dict):
-                with_of[(kind, name)] = _templated(copy.deepcopy(params))
+                with_of[(kind, name)] = templated(copy.deepcopy(params))
     if checks:
         fields["check"] = {**fields["check"], "enum": checks}
         fields["wait"]["properties"]["check"] = {**fields["wait"]["properties"]["check"], "enum": checks}
@@ -183,15 +183,15 @@ def runbook_schema(registry: Any = None) -> dict[str, Any]:
     return schema
 
 
-def _templated(schema: Any) -> Any:
-    """A plugin's params schema where every property value may also be a template (`"{{ params.x }}"`)."""
+def templated(schema: Any) -> Any:
+    """(In place) a plugin's params schema where every property value may also be a template (`"{{ params.x }}"`)."""
     if not isinstance(schema, dict):
         return schema
     for key in ("properties", "patternProperties"):
         if isinstance(schema.get(key), dict):
-            schema[key] = {name: {"anyOf": [_templated(sub), TEMPLATE]} for name, sub in schema[key].items()}
+            schema[key] = {name: {"anyOf": [templated(sub), TEMPLATE]} for name, sub in schema[key].items()}
     if isinstance(schema.get("items"), dict):
-        schema["items"] = {"anyOf": [_templated(schema["items"]), TEMPLATE]}
+        schema["items"] = {"anyOf": [templated(schema["items"]), TEMPLATE]}
     if isinstance(schema.get("additionalProperties"), dict):
-        schema["additionalProperties"] = {"anyOf": [_templated(schema["additionalProperties"]), TEMPLATE]}
+        schema["additionalProperties"] = {"anyOf": [templated(schema["additionalProperties"]), TEMPLATE]}
     return schema

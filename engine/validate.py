@@ -35,7 +35,7 @@ from engine.model import (
 )
 from engine.plugins import Registry
 from engine.routing import END, successors
-from engine.schema import DURATION, DURATION_OR_TEMPLATE, KIND_KEYS, RUNBOOK_SCHEMA
+from engine.schema import DURATION, DURATION_OR_TEMPLATE, KIND_KEYS, RUNBOOK_SCHEMA, templated
 
 MAX_STEPS = 1000
 ROOT_NAMES = {"params", "env", "run", "steps", "trigger", "now"}
@@ -499,7 +499,16 @@ def _params_validator(plugin: Any) -> Any:
 
 def _params_fast_valid(plugin: Any, params: dict[str, Any]) -> bool:
     """True when a compiled check proves `params` valid; False means: ask jsonschema (it words the errors)."""
-    return proves_valid(_schema_key(plugin), _plain(getattr(plugin, "params_schema", {}) or {}), params)
+    return proves_valid(_schema_key(plugin), lambda: _plain(getattr(plugin, "params_schema", {}) or {}), params)
+
+
+def _templated_fast_valid(plugin: Any, params: dict[str, Any]) -> bool:
+    """True when a compiled check proves `params` valid with each `{{ template }}` standing for whatever it
+    renders to: every error jsonschema could find would touch a template, and those are not problems."""
+    if not template_expressions(params):
+        return False
+    return proves_valid(f"templated {_schema_key(plugin)}",
+                        lambda: templated(_plain(getattr(plugin, "params_schema", {}) or {})), params)
 
 
 def _plain(value: Any) -> Any:
@@ -512,7 +521,7 @@ def _plain(value: Any) -> Any:
 
 
 def _params_problems(doc: Document, plugin: Any, params: dict[str, Any], with_key: Key, step_id: str) -> list[Problem]:
-    if _params_fast_valid(plugin, params):
+    if _params_fast_valid(plugin, params) or _templated_fast_valid(plugin, params):
         return []
     validator = _params_validator(plugin)
     out = []

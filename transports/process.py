@@ -72,11 +72,10 @@ SHELL_SCHEMA: dict[str, Any] = {
         },
     },
     "oneOf": [{"required": ["argv"]}, {"required": ["command"]}],
-    "dependentSchemas": {
-        "command": {"required": ["shell"], "properties": {"shell": {"const": True}}}
-    },
-    "if": {"required": ["shell"], "properties": {"shell": {"const": True}}},
-    "then": {"required": ["command"]},
+    "allOf": [  # draft-7 keywords only, so that a compiled check proves valid steps without jsonschema
+        {"if": {"required": ["command"]}, "then": {"required": ["shell"], "properties": {"shell": {"const": True}}}},
+        {"if": {"required": ["shell"], "properties": {"shell": {"const": True}}}, "then": {"required": ["command"]}},
+    ],
     "description": "Run a command (argv, or `command` with `shell: true`) and capture its output.",
 }
 
