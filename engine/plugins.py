@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, overload, runtime_checkable
 
+from engine.cache import read_cached, write_cached
 from engine.durations import DURATION_EXAMPLES, DURATION_PATTERN, parse_duration
 from engine.errors import InvalidRunbook, PluginError, Problem
 from engine.evidence import sha256_file
@@ -157,12 +158,6 @@ def _where(obj: Any, fallback: str) -> tuple[str, int | None]:
     return path, line
 
 
-def _proof_places() -> list[Path]:
-    """Where a schema's meta-schema verdict is remembered: beside the engine's bytecode, else the user's cache."""
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runbook-engine"
-    return [Path(__file__).resolve().parent / "__pycache__", home]
-
-
 def _schema_problem(schema: Mapping[str, Any]) -> str | None:
     """Why `schema` is not a valid 2020-12 JSON Schema, or None.
 
@@ -174,8 +169,7 @@ def _schema_problem(schema: Mapping[str, Any]) -> str | None:
     except (TypeError, ValueError):
         text = None
     name = f"schema-ok-{hashlib.sha256(text.encode()).hexdigest()[:32]}" if text is not None else None
-    places = _proof_places()
-    if name is not None and any((place / name).exists() for place in places):
+    if name is not None and read_cached(name) is not None:
         return None
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
@@ -185,15 +179,8 @@ def _schema_problem(schema: Mapping[str, Any]) -> str | None:
     except SchemaError as exc:
         at = "/".join(str(p) for p in exc.absolute_path) or "(root)"
         return f"has an invalid params_schema at {at}: {exc.message}"
-    for place in places:
-        if name is None:
-            break
-        try:
-            place.mkdir(parents=True, exist_ok=True)
-            (place / name).touch()
-            break
-        except OSError:
-            continue
+    if name is not None:
+        write_cached(name, b"")
     return None
 
 
@@ -328,44 +315,39 @@ def _environment_signature() -> str:
     return "|".join(parts)
 
 
-def _entry_points(cache_dir: Path | None) -> dict[str, dict[str, str]]:
-    """`{group: {name: "module:attr"}}`, cached until the installed distributions change."""
+def _entry_points() -> dict[str, dict[str, str]]:
+    """`{group: {name: "module:attr"}}`, kept in the engine's cache under the installed distributions'
+    signature: every state directory (every new workspace) shares it, and an install or removal misses it."""
     signature = _environment_signature()
-    cache = cache_dir / "entry-points.json" if cache_dir else None
-    if cache is not None:
+    name = f"entry-points-{hashlib.sha256(signature.encode()).hexdigest()[:24]}.json"
+    cached = read_cached(name)
+    if cached is not None:
         try:
-            cached = json.loads(cache.read_text(encoding="utf-8"))
-            if cached.get("signature") == signature:
-                groups: dict[str, dict[str, str]] = cached["groups"]
+            entry = json.loads(cached)
+            if entry.get("signature") == signature:
+                groups: dict[str, dict[str, str]] = entry["groups"]
                 return groups
-        except (OSError, ValueError, AttributeError):
+        except (ValueError, AttributeError, KeyError):
             pass
     from importlib.metadata import entry_points
 
     groups = {group: {ep.name: ep.value for ep in entry_points(group=group)} for group in (CHECK_GROUP, ACTION_GROUP)}
-    if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"signature": signature, "groups": groups}), encoding="utf-8")
-            os.replace(tmp, cache)
-        except OSError:
-            pass
+    write_cached(name, json.dumps({"signature": signature, "groups": groups}).encode())
     return groups
 
 
-def load_registry(plugin_paths: list[Path] | None = None, cache_dir: Path | None = None) -> Registry:
+def load_registry(plugin_paths: list[Path] | None = None) -> Registry:
     """Discover plugins: entry points `runbook.checks` / `runbook.actions`, then `plugin_paths`.
 
     Entry-point plugins are imported only when first used; the entry-point
-    table is cached in `cache_dir` until installed distributions change. A
+    table is cached (engine/cache.py) until installed distributions change. A
     module in a plugin path registers every class it defines that has `name`
     and `run`; classes with `mutates = True` are actions, others checks. Such a module that
     does not import, or a class that breaks the contract, raises PluginContractError naming
     the file and line.
     """
     registry = Registry()
-    groups = _entry_points(cache_dir)
+    groups = _entry_points()
     for group, kind in ((CHECK_GROUP, "check"), (ACTION_GROUP, "action")):
         for name, target in groups.get(group, {}).items():
             origin = f"entry point {group}: {name} = {target}"

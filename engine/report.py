@@ -7,12 +7,12 @@ the signer's key id, so `evidence verify` re-renders them and notices an edit.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from engine.attestation import signer_of
+from engine.cache import writable_place
 from engine.evidence import EVENTS, SEALED, iter_events, manifest_fields, scan_chain
 from engine.vocabulary import Mode, RunStatus
 
@@ -292,19 +292,12 @@ def render_html(directory: Path, fields: dict[str, Any], events: Iterable[dict[s
 
 
 def _template_cache() -> Any:
-    """Jinja's bytecode cache for report.html.j2, beside the engine's bytecode or in the user's cache
-    directory (the first writable): the template is compiled once per installation, not once per seal."""
+    """Jinja's bytecode cache for report.html.j2 in the engine's cache (engine/cache.py): the template is
+    compiled once per installation, not once per seal."""
     from jinja2 import FileSystemBytecodeCache
 
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runbook-engine"
-    for place in (Path(__file__).resolve().parent / "__pycache__", home):
-        try:
-            place.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(place, os.W_OK):
-            return FileSystemBytecodeCache(str(place), "jinja2-%s.cache")
-    return None
+    place = writable_place()
+    return FileSystemBytecodeCache(str(place), "jinja2-%s.cache") if place is not None else None
 
 
 def _html(model: dict[str, Any]) -> str:

@@ -143,7 +143,7 @@ class Workspace:
     def registry(self) -> Registry:
         """Plugins from entry points and `plugin_paths`."""
         if self._registry is None:
-            self._registry = load_registry(list(self.config.plugin_paths), self.config.state_dir / "cache")
+            self._registry = load_registry(list(self.config.plugin_paths))
         return self._registry
 
     # -- loading ---------------------------------------------------------------

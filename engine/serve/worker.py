@@ -24,7 +24,7 @@ def _preload() -> None:
     try:
         from engine.plugins import load_registry
 
-        load_registry([], None)  # imports the built-in plugins' modules
+        load_registry([])  # imports the built-in plugins' modules
     except Exception:  # noqa: BLE001 - a preload that fails only costs time later, in the run itself
         pass
     for module in ("jsonschema", "fastjsonschema", "engine.validate", "engine.evidence", "engine.report"):

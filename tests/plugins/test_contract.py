@@ -138,7 +138,7 @@ def test_an_entry_point_whose_module_does_not_import_is_located() -> None:
 def test_registry_get_is_typed_by_kind(tmp_path: Path) -> None:
     from engine.plugins import Action, Check, load_registry
 
-    registry = load_registry(cache_dir=tmp_path)
+    registry = load_registry()
     action = registry.get("action", "file.write")
     check = registry.get("check", "file.exists")
     assert isinstance(action, Action) and isinstance(check, Check) and not isinstance(check, Action)
@@ -146,9 +146,9 @@ def test_registry_get_is_typed_by_kind(tmp_path: Path) -> None:
 
 def test_a_schema_proven_once_is_remembered_and_a_refused_one_never_is(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import plugins
+    from engine import cache, plugins
 
-    monkeypatch.setattr(plugins, "_proof_places", lambda: [tmp_path])
+    monkeypatch.setattr(cache, "cache_places", lambda: [tmp_path])
     good = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
     bad = {"type": "object", "properties": {"n": {"type": "integer", "minimum": "one"}}}
     assert plugins._schema_problem(good) is None
