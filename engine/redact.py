@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -18,17 +19,22 @@ _SECRET_KEY = re.compile(
 # Idempotency-Key is the run's token, not a credential.
 _CREDENTIAL_HEADER = re.compile(r"(?i)auth|cookie|token|secret|key|sign|pass")
 _NOT_CREDENTIAL_HEADERS = frozenset({"idempotency-key"})
-_CREDENTIAL_PATTERNS = [
-    re.compile(r"(?i)\b((?:[a-z0-9]+[_-])*(?:passw(?:or)?d|passwd|secret|api[_-]?key|apikey|private[_-]?key|"
-               r"access[_-]?key|access[_-]?token|auth[_-]?token|refresh[_-]?token|credential)s?)"
-               r"(\"?\s*[:=]\s*\"?)([^\s\"',;&}]+)"),
-    re.compile(r"(?i)\b(authorization\"?\s*[:=]\s*\"?(?:bearer|basic|token)?\s*)([A-Za-z0-9._~+/=-]{6,})"),
-    re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]{8,})"),
-    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL),
-    re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{30,}|xox[abposr]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9]{20,})\b"),
-    re.compile(r"(?i)(://[^/\s:@]+:)([^@\s/]+)(@)"),
-]
+
+
+@functools.cache
+def _credential_patterns() -> tuple[re.Pattern[str], ...]:
+    """The patterns of credential-looking text, compiled by the first text that may hold one."""
+    return (
+        re.compile(r"(?i)\b((?:[a-z0-9]+[_-])*(?:passw(?:or)?d|passwd|secret|api[_-]?key|apikey|private[_-]?key|"
+                   r"access[_-]?key|access[_-]?token|auth[_-]?token|refresh[_-]?token|credential)s?)"
+                   r"(\"?\s*[:=]\s*\"?)([^\s\"',;&}]+)"),
+        re.compile(r"(?i)\b(authorization\"?\s*[:=]\s*\"?(?:bearer|basic|token)?\s*)([A-Za-z0-9._~+/=-]{6,})"),
+        re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]{8,})"),
+        re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL),
+        re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{30,}|xox[abposr]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9]{20,})\b"),
+        re.compile(r"(?i)(://[^/\s:@]+:)([^@\s/]+)(@)"),
+    )
 
 
 _REGISTERED: set[str] = set()
@@ -90,7 +96,7 @@ class Redactor:
                 value = value.replace(secret, MASK)
         if not _maybe_credential(value):
             return value
-        for pattern in _CREDENTIAL_PATTERNS:
+        for pattern in _credential_patterns():
             value = pattern.sub(_mask_match, value)
         return value
 
