@@ -38,6 +38,7 @@ _HEX = re.compile(r"^0x[0-9a-fA-F]+$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 _INF = re.compile(r"^[-+]?\.(inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(nan|NaN|NAN)$")
+_NUMBER_START = frozenset("+-.0123456789")  # what each pattern above can begin with
 
 _TAG = "tag:yaml.org,2002:"
 _PLAIN = "tag:runbook-engine,2026:plain"
@@ -205,25 +206,29 @@ class _Reader:
 
     def _stream(self, get: Callable[[], Any]) -> None:
         kept, count, documents = self.kept, 0, 0
+        scalar, mapping, sequence, alias = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.AliasEvent
+        mapping_end, sequence_end = yaml.MappingEndEvent, yaml.SequenceEndEvent
+        document, stream_end = yaml.DocumentStartEvent, yaml.StreamEndEvent
+        opened, plain, close, node = self.open, self._plain, self._close, self._node
         while True:
             event = get()
             kind = type(event)
-            if kind is yaml.ScalarEvent or kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            if kind is scalar or kind is mapping or kind is sequence:
                 count += 1
                 if count > MAX_NODES and self.big:
                     mark = event.start_mark
                     raise InvalidRunbook([Problem(self.path, mark.line + 1, mark.column + 1, None,
                                                   f"more than {MAX_NODES} YAML nodes (expected a smaller document)")])
-            elif kind is yaml.DocumentStartEvent:
+            elif kind is document:
                 documents += 1
                 if documents > 1 and self.composer_error is None:
                     self._composer(yaml.composer.ComposerError(
                         "expected a single document in the stream", self.root_event.start_mark,
                         "but found another document", event.start_mark))
                 continue
-            elif kind is yaml.StreamEndEvent:
+            elif kind is stream_end:
                 return
-            elif kind is not yaml.AliasEvent and kind is not yaml.MappingEndEvent and kind is not yaml.SequenceEndEvent:
+            elif kind is not alias and kind is not mapping_end and kind is not sequence_end:
                 continue
             if self.composer_error is not None:
                 continue
@@ -231,14 +236,14 @@ class _Reader:
                 self.root_event = event
             if self.recording:
                 kept.append(event)
-            if kind is yaml.ScalarEvent and event.anchor is None and event.tag is None and self.building and self.open:
-                self._plain(event)
-            elif kind is yaml.AliasEvent:
+            if kind is scalar and event.anchor is None and event.tag is None and self.building and opened:
+                plain(event)
+            elif kind is alias:
                 self._alias(event)
-            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-                self._close()
+            elif kind is mapping_end or kind is sequence_end:
+                close()
             else:
-                self._node(event, kind)
+                node(event, kind)
 
     def _composer(self, error: yaml.MarkedYAMLError) -> None:
         if not self.big:
@@ -491,6 +496,8 @@ def resolve_plain(value: str) -> Any:
         return True
     if value in _FALSE:
         return False
+    if value[:1] not in _NUMBER_START:
+        return value
     if _INT.match(value):
         return int(value)
     if _OCT.match(value):
