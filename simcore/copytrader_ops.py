@@ -8,13 +8,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from . import db
 from .broker import World
 from .core import Core, utc_stamp
 from .errors import SimcoreError
-from .fsutil import append_line, iso_utc, wall_ms
+from .fsutil import append_line, file_lock, iso_utc, wall_ms
 from .settings import ConfigError, config_hash, execution_adapter_enabled, load_settings, validate
 
 Out = tuple[int, list[str]]
@@ -113,7 +111,7 @@ def ops_validate_run(root: Path, config: Path, schema: Path, exchange_time: bool
     lines = [f"=== ops_validate_run {iso_utc(wall_ms())} ===", "--- preflight ---", *pre,
              "--- post-start ---", *post, f"result={'ok' if rc == 0 else 'failed'}"]
     output.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(output) + ".lock", timeout=30):
+    with file_lock(str(output) + ".lock", timeout=30):
         append_line(output, "\n".join(lines) + "\n")
     return rc, [*lines, f"written={output}"]
 
@@ -153,7 +151,7 @@ def rebuild_db(root: Path, config: Path, schema: Path, backup: bool, force: bool
         return 1, errors
     core = Core(root, settings_path=config)
     lines: list[str] = []
-    with FileLock(str(core.lay.core_lock), timeout=60):
+    with file_lock(str(core.lay.core_lock), timeout=60):
         path = core.db_path
         if path.exists():
             if not force:

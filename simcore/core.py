@@ -20,12 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from . import clock, db, genesis, ledger, orders, reconcile, risk, rollback
 from .broker import World
 from .errors import NotInitialized
-from .fsutil import int_or_none, iso_utc
+from .fsutil import file_lock, int_or_none, iso_utc
 from .genesis import DEFAULT_START_MS as DEFAULT_START_MS
 from .paths import Layout
 from .settings import DEFAULT_SETTINGS, load_settings
@@ -63,7 +61,7 @@ class Core:
     @contextmanager
     def session(self, write: bool = True) -> Iterator[tuple[World, sqlite3.Connection]]:
         """(world, core.db) connections; write=True also holds the core's file lock."""
-        lock = FileLock(str(self.lay.core_lock), timeout=60) if write else None
+        lock = file_lock(str(self.lay.core_lock), timeout=60) if write else None
         if lock:
             lock.acquire()
         world = World(self.lay.world_db)

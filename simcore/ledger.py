@@ -7,14 +7,13 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock
+from typing import TYPE_CHECKING, Any
 
 from .fsutil import (
     append_line,
     atomic_write_json,
     canonical_json,
+    file_lock,
     iso_utc,
     parse_iso_utc,
     pid_alive,
@@ -23,6 +22,9 @@ from .fsutil import (
     wall_ms,
 )
 from .paths import Layout
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 GENESIS_PREV = "0" * 64
 STRATEGY_BOUNDS = {"exposure_multiplier": (0.0, 3.0), "lookback": (2, 60)}
@@ -34,7 +36,7 @@ class LedgerCorrupt(ValueError):
 
 def _flock(path: Path) -> FileLock:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path) + ".flock", timeout=30)
+    return file_lock(str(path) + ".flock", timeout=30)
 
 
 # ------------------------------------------------------------------ ledger
