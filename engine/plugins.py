@@ -315,6 +315,13 @@ def _environment_signature() -> str:
     return "|".join(parts)
 
 
+def plugin_signature(plugin_paths: list[Path]) -> str:
+    """Changes whenever a plugin's code may have: a distribution installed or removed, a plugin file edited."""
+    files = [f"{file}:{hashlib.sha256(file.read_bytes()).hexdigest()}"
+             for directory in plugin_paths for file in sorted(Path(directory).glob("*.py")) if file.is_file()]
+    return "|".join([_environment_signature(), *files])
+
+
 def _entry_points() -> dict[str, dict[str, str]]:
     """`{group: {name: "module:attr"}}`, kept in the engine's cache under the installed distributions'
     signature: every state directory (every new workspace) shares it, and an install or removal misses it."""

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from engine import __version__, driver, idempotency, locks, records, secrets, signals
 from engine.approvals import ApprovalBox, Policy
 from engine.builder import build_runbook
+from engine.cache import read_cached, write_cached
 from engine.config import Config
 from engine.errors import InvalidRunbook, LockNotAcquired, UnknownRun
 from engine.evidence import EventLog, utc_now
@@ -30,7 +31,7 @@ from engine.library import Library
 from engine.loader import load_text, read_bytes
 from engine.model import Runbook, Step
 from engine.params import resolve_params
-from engine.plugins import Registry, load_registry
+from engine.plugins import Registry, load_registry, plugin_signature
 from engine.redact import Redactor
 from engine.runs import RunRecord, RunStore, hostname, new_run_id
 from engine.seal import seal_bundle
@@ -38,6 +39,12 @@ from engine.validate import check
 from engine.vocabulary import Mode, Outcome, RunStatus
 
 VALIDATION_RULES = 2  # bump when validation gets stricter: files proven valid before are checked again
+
+
+def _call_targets(data: Any) -> list[str]:
+    """The runbook names the `call` steps of a loaded file name."""
+    steps = data.get("steps") if isinstance(data, dict) else None
+    return [str(step["call"]) for step in steps or () if isinstance(step, dict) and isinstance(step.get("call"), str)]
 
 
 @dataclass
@@ -153,27 +160,46 @@ class Workspace:
         return ApprovalBox.of(self.config.state_dir, run_id, Policy.of(self.config))
 
     def load(self, name_or_path: str) -> Runbook:
-        """A validated runbook; validation is skipped when this exact file was proven valid before."""
+        """A validated runbook; validation is skipped when this exact file was proven valid before, with the
+        same callees, plugins and engine (the proof is kept in the engine's cache, shared by state directories)."""
         path = self.library.find(name_or_path)
         raw = read_bytes(path)
-        marker = self._cache_marker(hashlib.sha256(raw).hexdigest())
-        if marker.exists():
-            proven = load_text(raw, str(path), positions=False)
-            if isinstance(proven.data, dict):
-                return build_runbook(proven.data, str(path), proven.sha256)
-
-        runbook = check(load_text(raw, str(path)), self.registry, self.library)
         try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-        except OSError:
-            pass
+            plain = load_text(raw, str(path), positions=False)
+        except InvalidRunbook:  # reported with its line and column by the full load below
+            plain = None
+        proof = self._proof_name(raw, plain.data if plain else None)
+        if plain is not None and isinstance(plain.data, dict) and read_cached(proof) is not None:
+            return build_runbook(plain.data, str(path), plain.sha256)
+        runbook = check(load_text(raw, str(path)), self.registry, self.library)
+        write_cached(proof, b"")
         return runbook
 
-    def _cache_marker(self, sha: str) -> Path:
+    def _proof_name(self, raw: bytes, data: Any) -> str:
+        """The name of the marker that proves this file valid: what validation read besides the file (the
+        plugins, their code, and every runbook it calls, transitively) is part of the name."""
         plugins = ",".join(self.registry.names("check") + ["|"] + self.registry.names("action"))
-        key = hashlib.sha256(f"{__version__}\n{VALIDATION_RULES}\n{sha}\n{plugins}".encode()).hexdigest()
-        return self.config.state_dir / "cache" / "valid" / key
+        parts = [__version__, str(VALIDATION_RULES), hashlib.sha256(raw).hexdigest(), plugins,
+                 plugin_signature(list(self.config.plugin_paths)), *self._callee_digests(data)]
+        text = "\n".join(parts)
+        return f"valid-{hashlib.sha256(text.encode()).hexdigest()[:40]}"
+
+    def _callee_digests(self, data: Any) -> list[str]:
+        """`name=sha256` of every runbook `data` calls, directly or through its callees ("missing" if not found)."""
+        seen: dict[str, str] = {}
+        todo = _call_targets(data)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            try:
+                path = self.library.find(name)
+                raw = read_bytes(path)
+                seen[name] = hashlib.sha256(raw).hexdigest()
+                todo.extend(_call_targets(load_text(raw, str(path), positions=False).data))
+            except (InvalidRunbook, OSError):
+                seen.setdefault(name, "missing")
+        return [f"{name}={digest}" for name, digest in sorted(seen.items())]
 
     # -- start -------------------------------------------------------------------
 
