@@ -7,7 +7,8 @@ is) and put first on PYTHONPATH; `python -m engine.cli ARGS...` runs in the curr
 alternately under each tree, the order swapped every round. Prints the median of the per-round
 ratios after/before of CPU time (user + system of the child, from os.wait4: steadier than wall time
 on a loaded machine), their range, and the medians of CPU and wall time. `--fresh DIR` deletes DIR
-before every run (for example `.runbook/cache/valid`, for first runs).
+before every run (for example the state directory). Validation proofs live in each tree's
+`engine/__pycache__` and are named by the file's sha256: first runs need a runbook that changes between runs.
 """
 
 from __future__ import annotations
