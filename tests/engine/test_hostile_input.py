@@ -280,9 +280,9 @@ def test_bad_runbook_yaml_is_a_located_configuration_error(params_ws: Workspace,
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+def registry() -> Registry:
     """The built-in plugins."""
-    return load_registry([], tmp_path_factory.mktemp("cache"))
+    return load_registry([])
 
 
 def seeds() -> list[str]:

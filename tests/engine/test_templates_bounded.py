@@ -9,6 +9,7 @@ allocation). `validate` refuses `_` attributes statically, located.
 from __future__ import annotations
 
 import re
+import time
 import tracemalloc
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -302,3 +303,13 @@ def test_method_calls_inside_loops_and_blocks_work() -> None:
 
     assert render("{% for x in 'a b'.split() %}{{ x.upper() }}{% endfor %}", {}) == "AB"
     assert render("{% for x in [1] %}{{ 'a,b'.split(',') | join('-') }}{% endfor %}", {}) == "a-b"
+
+
+def test_a_render_that_waits_for_a_core_is_not_cut_short() -> None:
+    """The limit is the render's CPU time: on a loaded machine a render waits for a core, and that wait
+    (played here by a call that sleeps four times the limit) is not the template's work."""
+    configure_limits(0.05, 1_048_576)
+    assert render("{{ wait() or '' }}{% for i in range(100) %}{% endfor %}done", {"wait": lambda: time.sleep(0.2)}) == "done"
+    with pytest.raises(ExpressionError, match=r"longer than 0\.05s"):  # CPU work past the limit still stops
+        render("{{ wait() }}{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+               {"wait": lambda: time.sleep(0.2)})
