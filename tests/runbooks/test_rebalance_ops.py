@@ -74,7 +74,7 @@ def test_weekly_maintenance_backs_up_and_audits(sim):
     assert verified(sim, doc)
     sim.simcore("inject", "reconcile_drift")
     code, doc = run(sim, "rebalance-weekly-maintenance", "--param", "dependency_scan_cmd=[\"false\"]")
-    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT")
+    assert (code, doc["outcome"]) == (10, "BUSINESS_REJECT"), doc["message"]
     assert "positions drift" in doc["message"] and "dependency scan" in doc["message"]
     assert len(list((sim.root / "core/backups").glob("rebalance_weekly_*.zip"))) == 2  # backup still taken
     assert alerts(sim)[-1]["severity"] == "warning"
