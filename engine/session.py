@@ -171,6 +171,7 @@ class Workspace:
         proof = self._proof_name(raw, plain.data if plain else None)
         if plain is not None and isinstance(plain.data, dict) and read_cached(proof) is not None:
             return build_runbook(plain.data, str(path), plain.sha256)
+        plain = None  # not kept alive beside the located tree validation builds
         runbook = check(load_text(raw, str(path)), self.registry, self.library)
         write_cached(proof, b"")
         return runbook
@@ -196,7 +197,8 @@ class Workspace:
                 path = self.library.find(name)
                 raw = read_bytes(path)
                 seen[name] = hashlib.sha256(raw).hexdigest()
-                todo.extend(_call_targets(load_text(raw, str(path), positions=False).data))
+                if b"call" in raw:  # a file without the word calls nothing: no need to parse it
+                    todo.extend(_call_targets(load_text(raw, str(path), positions=False).data))
             except (InvalidRunbook, OSError):
                 seen.setdefault(name, "missing")
         return [f"{name}={digest}" for name, digest in sorted(seen.items())]
