@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line: every command, or only the command `only` (argparse's set-up of every subcommand
+    costs a process more than its own command's)."""
     parser = _Parser(prog="runbook", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     from engine import __version__
 
@@ -41,29 +43,59 @@ def build_parser() -> argparse.ArgumentParser:
                                          "else the nearest in a parent directory)")
     parser.add_argument("-v", "--verbose", action="store_true", help="say which runbook.yaml is used (on stderr)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, add in _COMMANDS.items():
+        if only is None or name == only:
+            add(sub)
+    return parser
 
+
+def _command_named(argv: list[str]) -> str | None:
+    """The command `argv` names (its first word that is not an option or --config's value), if it is one:
+    help and a mistyped command get the whole command line."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in _COMMANDS else None
+    return None
+
+
+def _add_list(sub: Any) -> None:
     p = sub.add_parser("list", help="list the runbook library")
     p.add_argument("--tag", help="only runbooks with this tag")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
+
+def _add_show(sub: Any) -> None:
     p = sub.add_parser("show", help="steps, params and source of a runbook")
     p.add_argument("name")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
+
+def _add_validate(sub: Any) -> None:
     p = sub.add_parser("validate", help="schema + graph + plugin params + template names (all of the library by default)")
     p.add_argument("targets", nargs="*", metavar="PATH|NAME")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
+
+def _add_schema(sub: Any) -> None:
     sub.add_parser("schema", help="print the JSON Schema of runbook files (for editors)")
 
+
+def _add_completion(sub: Any) -> None:
     p = sub.add_parser("completion", help="print a bash completion script (zsh: bashcompinit first)")
     p.add_argument("shell", choices=["bash", "zsh"], nargs="?", default="bash")
 
+
+def _add_graph(sub: Any) -> None:
     p = sub.add_parser("graph", help="the step graph as mermaid or dot")
     p.add_argument("name")
     p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     p.add_argument("--output", choices=["text", "json"], default="text", help="json: nodes and edges")
 
+
+def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run a runbook (live, or --dry-run)")
     p.add_argument("name", metavar="NAME|PATH")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a param value (repeatable)")
@@ -80,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", metavar="RUN_ID", help="the new run's id (automation, e.g. serve; must be unused)")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
+
+def _add_resume(sub: Any) -> None:
     p = sub.add_parser("resume", help="continue a paused or interrupted run")
     p.add_argument("run_id")
     p.add_argument("--in-doubt", choices=["rerun", "skip", "fail"], help="what to do with a step in doubt")
@@ -90,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
+
+def _add_cancel(sub: Any) -> None:
     p = sub.add_parser("cancel", help="end a paused or interrupted run: rollbacks, lock and key released (exit 10)")
     p.add_argument("run_id")
     p.add_argument("--by", required=True, help="who cancels (recorded)")
@@ -97,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rollback", action="store_true", help="end it without running its rollbacks (recorded)")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
+
+def _add_approve(sub: Any) -> None:
     p = sub.add_parser("approve", help="approve (or --deny) a run's approval step; `resume` then continues it")
     p.add_argument("run_id")
     p.add_argument("step")
@@ -105,15 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deny", action="store_true")
     p.add_argument("--key", help="sign the decision with this Ed25519 private key (approvals.require_signature)")
 
+
+def _add_runs(sub: Any) -> None:
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runbook")
     p.add_argument("--outcome")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
+
+def _add_status(sub: Any) -> None:
     p = sub.add_parser("status", help="where a run stands and what it waits for")
     p.add_argument("run_id")
     p.add_argument("--output", choices=["text", "json"], default="text")
 
+
+def _add_evidence(sub: Any) -> None:
     p = sub.add_parser("evidence", help="verify, show or report an evidence bundle")
     ev = p.add_subparsers(dest="evidence_command", metavar="ACTION", parser_class=_Parser)
     for name, text in (("verify", "check the hash chain and every file (exit 30 if anything changed)"),
@@ -137,14 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("target", metavar="RUN_ID|DIR")
     q.add_argument("-o", dest="out", metavar="FILE")
 
+
+def _add_keys(sub: Any) -> None:
     p = sub.add_parser("keys", help="Ed25519 keys that sign evidence bundles")
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser)
     q = ks.add_parser("generate", help="write DIR/NAME.key (mode 0600) and DIR/NAME.pub")
     q.add_argument("name")
     q.add_argument("--dir", default=".", help="where to write the pair (default: the current directory)")
+
+
+def _add_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="automated remediation: alerts and schedules become runs (until SIGTERM)")
     p.add_argument("--listen", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8787 or serve.listen)")
 
+
+def _add_triggers(sub: Any) -> None:
     p = sub.add_parser("triggers", help="the trigger rules of serve: list, check, test, reset")
     tr = p.add_subparsers(dest="triggers_command", metavar="ACTION", parser_class=_Parser)
     q = tr.add_parser("list", help="the rules and their state (cooldown, breaker)")
@@ -157,12 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("rule")
     q.add_argument("--by", required=True, help="who resets it")
     q.add_argument("--reason", required=True, help="why (recorded)")
-    return parser
+
+
+_COMMANDS: dict[str, Callable[[Any], None]] = {
+    "list": _add_list,
+    "show": _add_show,
+    "validate": _add_validate,
+    "schema": _add_schema,
+    "completion": _add_completion,
+    "graph": _add_graph,
+    "run": _add_run,
+    "resume": _add_resume,
+    "cancel": _add_cancel,
+    "approve": _add_approve,
+    "runs": _add_runs,
+    "status": _add_status,
+    "evidence": _add_evidence,
+    "keys": _add_keys,
+    "serve": _add_serve,
+    "triggers": _add_triggers,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `runbook` command."""
-    parser = build_parser()
+    parser = build_parser(_command_named(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
