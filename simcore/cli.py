@@ -302,15 +302,24 @@ def _add_ops(add: Any) -> None:
 # ------------------------------------------------------------------ parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The simcore argument parser (seed tools keep their own flag spellings)."""
+class _Unused:
+    """Stands for the parser of a command this process does not run: every call on it is a no-op."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The simcore argument parser (seed tools keep their own flag spellings): every command, or only the
+    command `only` (argparse's set-up of all fifty costs a process more than the command it runs)."""
     p = argparse.ArgumentParser(prog="simcore", description="Simulated trading core for runbook-engine.")
     p.add_argument("--root", help="core directory (default: $SIMCORE_ROOT or cwd)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=argparse.SUPPRESS, help="core directory")
     sub = p.add_subparsers(dest="command", required=True)
-
-    def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+    def add(name: str, fn: Any, help_: str) -> Any:
+        if only is not None and name != only:
+            return _Unused()
         sp = sub.add_parser(name, parents=[common], help=help_)
         sp.set_defaults(fn=fn)
         return sp
@@ -402,9 +411,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _command_named(argv: list[str]) -> str | None:
+    """The first word of `argv` that is neither an option nor --root's value."""
+    words = iter(argv)
+    for word in words:
+        if word == "--root":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    """The commands a parser was built with."""
+    return [name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `simcore` console script."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_named(words))
+    if not _commands(parser):  # not a command: the whole parser says so and lists them
+        parser = build_parser()
+    args = parser.parse_args(words)
     from .errors import SimcoreError
 
     try:
