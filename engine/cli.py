@@ -695,18 +695,19 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bundle_dir(args: argparse.Namespace, target: str) -> Path:
+def _bundle_dir(config: Any, target: str) -> Path:
+    """A bundle directory given as such, or a run's (under evidence_dir, else where its run record says)."""
+    from engine.runs import RunStore
+
     path = Path(target)
     if path.is_dir():
         return path
     if "/" in target:
         raise UsageError(f"no evidence bundle at {target} (expected a bundle directory or a run id)")
-    ws = _workspace(args)
-    candidate = ws.config.evidence_dir / target
+    candidate = config.evidence_dir / target
     if candidate.is_dir():
         return Path(candidate)
-    record = ws.store.load(target)
-    return Path(record.evidence_dir)
+    return Path(RunStore(config.state_dir).load(target).evidence_dir)
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -730,18 +731,17 @@ def _public_keys(paths: list[str]) -> list[tuple[str, Any]]:
 def _evidence(args: argparse.Namespace) -> int:
     if not args.evidence_command:
         raise UsageError("evidence needs an action: verify, show, report, audit or postmortem")
+    config = _config(args)
     if args.evidence_command == "audit":
-        from engine.config import load_config
         from engine.ledger import audit_command
 
-        return audit_command(load_config(args.config), args.since, _public_keys(args.key))
-    directory = _bundle_dir(args, args.target)
+        return audit_command(config, args.since, _public_keys(args.key))
+    directory = _bundle_dir(config, args.target)
     if args.evidence_command == "verify":
-        from engine.config import load_config
         from engine.ledger import verify_in_place
 
         try:
-            verdict = verify_in_place(load_config(args.config), directory, _public_keys(args.key))
+            verdict = verify_in_place(config, directory, _public_keys(args.key))
         except RunbookError as exc:
             if args.output == "json":
                 _print_json({"bundle": str(directory), "ok": False, "exit_code": exc.exit_code, "error": str(exc)})
