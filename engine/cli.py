@@ -626,10 +626,9 @@ def _triggers(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from engine.runs import effective_status
+    from engine.runs import RunStore, effective_status
 
-    ws = _workspace(args)
-    records = [r for r in ws.store.all() if (not args.runbook or r.runbook == args.runbook)
+    records = [r for r in RunStore(_config(args).state_dir).all() if (not args.runbook or r.runbook == args.runbook)
                and (not args.outcome or r.outcome == args.outcome)]
     if args.output == "json":
         _print_json([{**asdict(r), "status": effective_status(r)} for r in records])
@@ -654,10 +653,11 @@ def _runs(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from engine.runs import effective_status
+    from engine.approvals import ApprovalBox, Policy
+    from engine.runs import RunStore, effective_status
 
-    ws = _workspace(args)
-    record = ws.store.load(args.run_id)
+    config = _config(args)
+    record = RunStore(config.state_dir).load(args.run_id)
     status = effective_status(record)
     if args.output == "json":
         _print_json({**asdict(record), "status": status})
@@ -684,7 +684,7 @@ def _status(args: argparse.Namespace) -> int:
     elif status == RunStatus.INTERRUPTED:
         print(f"           the process is gone; continue with: runbook resume {record.run_id}")
 
-    for entry in ws.approval_box(record.run_id).entries():
+    for entry in ApprovalBox.of(config.state_dir, record.run_id, Policy.of(config)).entries():
         verdict = f"refused ({entry['refused']})" if entry.get("refused") else entry["decision"]
         signed = f", signed by key {str(entry['key_id'])[:16]}" if entry.get("key_id") else ""
         bound = f", plans {str(entry['plan_sha256'])[:12]}" if entry.get("plan_sha256") else ""
