@@ -24,6 +24,7 @@ from engine.errors import InvalidRunbook, PluginError, Problem
 from engine.evidence import sha256_file
 from engine.redact import Redactor
 from engine.runs import process_alive
+from engine.signals import deferred as uninterrupted
 
 __all__ = [
     "DURATION_EXAMPLES",
@@ -41,6 +42,7 @@ __all__ = [
     "parse_duration",
     "process_alive",
     "sha256_file",
+    "uninterrupted",
     "verify_contract",
 ]
 

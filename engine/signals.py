@@ -59,6 +59,25 @@ def interruptible() -> Iterator[None]:
         _state["interruptible"] -= 1
 
 
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A block a signal must not cut in two (a child process started and not yet tracked): a signal that
+    arrives inside it waits for its end, and is raised there if the block sits in an interruptible one."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    saved = _state["interruptible"]
+    _state["interruptible"] = 0
+    try:
+        yield
+    finally:
+        _state["interruptible"] = saved
+    if saved:
+        check()
+
+
 def reset() -> None:
     """Forget a handled signal (tests, and nested runs in one process)."""
     _state["pending"] = None

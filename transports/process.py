@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.errors import PluginError
-from engine.plugins import StepContext
+from engine.plugins import StepContext, uninterrupted
 from transports.util import effective_timeout
 
 _GRACE_S = 2.0  # how long to drain pipes after killing the group on timeout
@@ -168,20 +168,38 @@ def run_command(
     deadline = None if timeout is None else start + timeout
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    out: list[bytes] = []
+    err: list[bytes] = []
+    sinks = {out_r: out, err_r: err}
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=full_env,
-            stdin=subprocess.PIPE if stdin is not None else _devnull(),
-            stdout=out_w,
-            stderr=err_w,
-            start_new_session=True,
-            close_fds=False,  # Python opens fds O_CLOEXEC; skipping the close loop is faster
-        )
+        # A stop signal (the run interrupted) must not land between the child's start and `proc` being set,
+        # where nothing would kill its process group: it waits for the end of this block, then cuts the run.
+        with uninterrupted():
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=full_env,
+                    stdin=subprocess.PIPE if stdin is not None else _devnull(),
+                    stdout=out_w,
+                    stderr=err_w,
+                    start_new_session=True,
+                    close_fds=False,  # Python opens fds O_CLOEXEC; skipping the close loop is faster
+                )
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+        finished = _pump(proc, stdin.encode() if stdin is not None else None, sinks, deadline)
+        if finished:
+            finished = _wait_exit(proc, deadline)
+        if not finished:
+            _kill_group(proc)
+            _pump(proc, None, sinks, time.monotonic() + _GRACE_S)
     except BaseException as e:
-        os.close(out_r)
-        os.close(err_r)
+        if proc is not None:
+            _kill_group(proc)
+            raise
         if isinstance(e, FileNotFoundError):
             raise PluginError(f"command not found: {argv[0]}") from None
         if isinstance(e, PermissionError):
@@ -190,24 +208,9 @@ def run_command(
             raise PluginError(f"cannot start {argv[0]}: {e.strerror or e}") from None
         raise
     finally:
-        os.close(out_w)
-        os.close(err_w)
-    out: list[bytes] = []
-    err: list[bytes] = []
-    sinks = {out_r: out, err_r: err}
-    try:
-        finished = _pump(proc, stdin.encode() if stdin is not None else None, sinks, deadline)
-        if finished:
-            finished = _wait_exit(proc, deadline)
-        if not finished:
-            _kill_group(proc)
-            _pump(proc, None, sinks, time.monotonic() + _GRACE_S)
-    except BaseException:
-        _kill_group(proc)
-        raise
-    finally:
         for fd in sinks:
             os.close(fd)
+    assert proc is not None
     result = {
         "argv": argv,
         "exit_code": proc.returncode,
