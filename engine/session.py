@@ -39,6 +39,24 @@ from engine.validate import check
 from engine.vocabulary import Mode, Outcome, RunStatus
 
 VALIDATION_RULES = 2  # bump when validation gets stricter: files proven valid before are checked again
+                     # (an edit of the validating modules in a checkout does the same, _validator_signature)
+
+
+_VALIDATOR_MODULES = ("validate", "schema", "fastcheck", "loader", "builder", "model", "routing", "expressions",
+                      "sandbox", "durations", "library")
+
+
+def _validator_signature() -> str:
+    """Changes whenever the code that validates does (an edited checkout, not only a new version)."""
+    here = Path(__file__).resolve().parent
+    stamps = []
+    for module in _VALIDATOR_MODULES:
+        try:
+            stat = (here / f"{module}.py").stat()
+            stamps.append(f"{module}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            stamps.append(f"{module}:?")
+    return ",".join(stamps)
 
 
 def _call_targets(data: Any) -> list[str]:
@@ -180,7 +198,7 @@ class Workspace:
         """The name of the marker that proves this file valid: what validation read besides the file (the
         plugins, their code, and every runbook it calls, transitively) is part of the name."""
         plugins = ",".join(self.registry.names("check") + ["|"] + self.registry.names("action"))
-        parts = [__version__, str(VALIDATION_RULES), hashlib.sha256(raw).hexdigest(), plugins,
+        parts = [__version__, str(VALIDATION_RULES), _validator_signature(), hashlib.sha256(raw).hexdigest(), plugins,
                  plugin_signature(list(self.config.plugin_paths)), *self._callee_digests(data)]
         text = "\n".join(parts)
         return f"valid-{hashlib.sha256(text.encode()).hexdigest()[:40]}"
