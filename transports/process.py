@@ -185,7 +185,6 @@ def run_command(
                     stdout=out_w,
                     stderr=err_w,
                     start_new_session=True,
-                    close_fds=False,  # Python opens fds O_CLOEXEC; skipping the close loop is faster
                 )
             finally:
                 os.close(out_w)
