@@ -431,13 +431,23 @@ WAIT = """
 
 
 def test_wait_polls_until_the_condition_holds(ws: Workspace) -> None:
-    """The file appears while the run is already waiting: the wait ends ok after several polls."""
-    runbook(ws, "waiter", WAIT.format(timeout="20s"))
+    """The file appears while the run is already waiting (after its first poll found nothing): the wait ends
+    ok after several polls. A poll that found no file leaves a line in polls.txt: the test waits for one."""
+    runbook(ws, "waiter", """
+        steps:
+          - id: flag
+            wait:
+              check: shell
+              with: {argv: [sh, -c, "if test -e flag; then exit 0; fi; echo miss >> polls.txt; exit 1"], ok_exit_codes: [0, 1]}
+              until: result.exit_code == 0
+              every: 50ms
+              timeout: 20s
+        """)
     proc = ws.popen("run", "waiter", "--no-input", "--output", "json")
     try:
         deadline = time.monotonic() + 15
-        while not any('"step":"flag"' in p.read_text() for p in (ws.root / "evidence").glob("*/events.jsonl")):
-            assert time.monotonic() < deadline and proc.poll() is None, "the wait step never started"
+        while not (ws.root / "polls.txt").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the wait never polled"
             time.sleep(0.02)
         (ws.root / "flag").touch()
         out, err = proc.communicate(timeout=15)
