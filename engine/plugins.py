@@ -24,7 +24,7 @@ from engine.errors import InvalidRunbook, PluginError, Problem
 from engine.evidence import sha256_file
 from engine.redact import Redactor
 from engine.runs import process_alive
-from engine.signals import deferred as uninterrupted
+from engine.signals import uninterrupted
 
 __all__ = [
     "DURATION_EXAMPLES",

@@ -60,7 +60,7 @@ def interruptible() -> Iterator[None]:
 
 
 @contextmanager
-def deferred() -> Iterator[None]:
+def uninterrupted() -> Iterator[None]:
     """A block a signal must not cut in two (a child process started and not yet tracked): a signal that
     arrives inside it waits for its end, and is raised there if the block sits in an interruptible one."""
     import threading

@@ -36,7 +36,7 @@ def stop_signals() -> Iterator[None]:
 def test_a_signal_inside_the_uninterrupted_block_waits_for_its_end(stop_signals: None) -> None:
     reached = []
     with pytest.raises(signals.Interrupted), signals.interruptible():
-        with signals.deferred():
+        with signals.uninterrupted():
             os.kill(os.getpid(), signal.SIGTERM)
             reached.append("after the signal")
         reached.append("after the block")
