@@ -185,6 +185,9 @@ def run_command(
                     stdout=out_w,
                     stderr=err_w,
                     start_new_session=True,
+                    # The child keeps what the engine made inheritable on purpose: the run's driver lock
+                    # (engine/driver.py), so no resume can take the run while a step it started still acts.
+                    close_fds=False,
                 )
             finally:
                 os.close(out_w)
