@@ -7,6 +7,7 @@ The handler never interrupts the engine while it writes a record: outside an
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,8 +33,6 @@ def _handler(signum: int, frame: Any) -> None:
 
 def install() -> None:
     """Route SIGTERM and SIGINT to the run (main thread only)."""
-    import threading
-
     if _state["installed"] or threading.current_thread() is not threading.main_thread():
         return
     signal.signal(signal.SIGTERM, _handler)
@@ -63,8 +62,6 @@ def interruptible() -> Iterator[None]:
 def uninterrupted() -> Iterator[None]:
     """A block a signal must not cut in two (a child process started and not yet tracked): a signal that
     arrives inside it waits for its end, and is raised there if the block sits in an interruptible one."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
