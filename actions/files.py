@@ -217,7 +217,8 @@ def collect_files(paths: list[str], ctx: StepContext) -> list[tuple[Path, str]]:
 
 
 class ArchiveCreate:
-    """Zip files, directories and globs into `{prefix}_{UTC %Y%m%d_%H%M%S}.zip` (or `name`), atomically."""
+    """Zip files, directories and globs into `{prefix}_{UTC %Y%m%d_%H%M%S}.zip` (`_2`, `_3` ... after it when
+    an archive of the same second exists) or `name`, atomically."""
 
     name: ClassVar[str] = "archive.create"
     mutates: ClassVar[bool] = True
@@ -251,9 +252,15 @@ class ArchiveCreate:
     }
 
     def _target(self, params: Mapping[str, Any], ctx: StepContext) -> Path:
-        stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
-        name = params.get("name") or f"{params.get('prefix', 'archive')}_{stamp}.zip"
-        return ctx.resolve(params["dest_dir"]) / name
+        folder = ctx.resolve(params["dest_dir"])
+        if params.get("name"):
+            return Path(folder / params["name"])
+        stem = f"{params.get('prefix', 'archive')}_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}"
+        target, n = folder / f"{stem}.zip", 1
+        while target.exists():  # another archive of the same second: the next free `_N`
+            n += 1
+            target = folder / f"{stem}_{n}.zip"
+        return Path(target)
 
     def run(self, params: Mapping[str, Any], ctx: StepContext) -> dict[str, Any]:
         """Result: archive, files (count), bytes, sha256. Refuses to overwrite an existing archive."""

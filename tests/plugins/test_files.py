@@ -187,6 +187,23 @@ def test_archive_create(ctx: StepContext, tmp_path: Path) -> None:
     assert ArchiveCreate().verify(params, ctx) is None
 
 
+def test_archives_of_the_same_second_get_the_next_free_name(ctx: StepContext, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one maintenance runbook in the same second each keep their backup (neither is refused)."""
+    import datetime as real
+
+    class Frozen(real.datetime):
+        @classmethod
+        def now(cls, tz: real.tzinfo | None = None) -> real.datetime:
+            return real.datetime(2025, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr("actions.files.datetime", Frozen)
+    _tree(tmp_path)
+    params = {"paths": ["state.json"], "dest_dir": "out", "prefix": "weekly"}
+    names = [Path(ArchiveCreate().run(params, ctx)["archive"]).name for _ in range(3)]
+    assert names == ["weekly_20250102_030405.zip", "weekly_20250102_030405_2.zip", "weekly_20250102_030405_3.zip"]
+
+
 def test_archive_with_name_verifies_and_refuses_overwrite(ctx: StepContext, tmp_path: Path) -> None:
     _tree(tmp_path)
     params = {"paths": ["state.json"], "dest_dir": "out", "name": "eod-2025-01-02.zip"}
