@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from engine import signals
-from tests.durability.helpers import wait_for
+from tests.durability.helpers import alive, wait_for
 from transports import process
 
 
@@ -58,13 +58,5 @@ def test_a_signal_right_after_the_child_starts_kills_its_process_group(stop_sign
     with pytest.raises(signals.Interrupted), signals.interruptible():
         process.run_command(["sleep", "30"], cwd=str(tmp_path))
     assert started
-    wait_for(lambda: not _alive(started[0]), what="the step's child to be killed")
+    wait_for(lambda: not alive(started[0]), what="the step's child to be killed")
 
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
